@@ -1,0 +1,52 @@
+"""Safe image decoding: every failure becomes an ImageError that names the file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image as PILImage
+
+MAX_PIXELS = 64_000_000  # ~8000 x 8000; beyond this an image is refused, not decoded
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the reason."""
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> PILImage.Image:
+    """Decode an image to RGB, compositing any transparency on white.
+
+    Raises ImageError for a missing, empty, truncated, oversized or non-image file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(f"{path}: {w}x{h} pixels exceeds the limit of {max_pixels}")
+                im.load()
+                return _to_rgb_on_white(im)
+    except ImageError:
+        raise
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: too many pixels ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: not a readable image ({e})") from None
+
+
+def _to_rgb_on_white(im: PILImage.Image) -> PILImage.Image:
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        canvas = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return im.convert("RGB")
