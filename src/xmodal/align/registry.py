@@ -25,3 +25,13 @@ def build_aligner(kind: str, **params: Any) -> Aligner:
     if kind not in ALIGNERS:
         raise KeyError(f"unknown aligner {kind!r}; known: {sorted(ALIGNERS)}")
     return ALIGNERS[kind](**params)
+
+
+def accepts(kind: str, param: str) -> bool:
+    """Whether an aligner kind takes this constructor parameter (e.g. `seed`, `progress`)."""
+    import inspect
+
+    from xmodal.align import builtin  # noqa: F401
+
+    params = inspect.signature(ALIGNERS[kind].__init__).parameters
+    return param in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

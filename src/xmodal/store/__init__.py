@@ -1,0 +1,3 @@
+from xmodal.store.cache import EmbeddingStore
+
+__all__ = ["EmbeddingStore"]

@@ -1,0 +1,160 @@
+"""`xmodal run CONFIG`: datasets x encoder pairs x aligners x metrics x seeds -> a run folder.
+
+The run folder holds results.csv / results.json / results.md (one row per fitted aligner, and a
+mean +- std summary over seeds), the resolved config, versions, seeds, timings and every
+skipped input (problems.jsonl). Only the test split is evaluated for the results; the
+validation split serves model selection inside the aligners.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from xmodal.align.registry import accepts, build_aligner
+from xmodal.data.dataset import Problem, write_problems
+from xmodal.data.loaders import load_dataset
+from xmodal.embeddings import Embedded
+from xmodal.encoders.registry import build_pair
+from xmodal.experiments.config import AlignerConfig, ExperimentConfig
+from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
+from xmodal.experiments.tables import summarize, write_tables
+from xmodal.retrieval.evaluate import evaluate
+from xmodal.similarity.metrics import Metric
+from xmodal.store import EmbeddingStore
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    problems: list[Problem] = field(default_factory=list)
+
+
+def run_experiment(
+    config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
+) -> RunResult:
+    started = time.perf_counter()
+    folder = _new_run_folder(Path(out_dir or config.runs_dir), config.name)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    store = EmbeddingStore(config.cache_dir)
+    rows, problems, timings = [], [], {}
+    for dcfg in config.datasets:
+        t = time.perf_counter()
+        dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
+        timings[f"load {dcfg.label}"] = time.perf_counter() - t
+        problems += dataset.problems
+        for ecfg in config.encoders:
+            t = time.perf_counter()
+            image_enc, text_enc = build_pair(ecfg.image, ecfg.text, ecfg.model, config.device)
+            embedded = embed_dataset(dataset, image_enc, text_enc, store, progress=progress)
+            timings[f"embed {dcfg.label} / {ecfg.label}"] = time.perf_counter() - t
+            problems += embedded.dataset.problems[len(dataset.problems) :]
+            parts = embedded.split(dcfg.split.fractions(), dcfg.split.seed)
+            _save_test_split(folder / "embeddings" / f"{_slug(dcfg.label)}__{_slug(ecfg.label)}.npz",
+                             parts["test"])
+            splits = {name: part.all for name, part in parts.items()}
+            context = {"dataset": dcfg.label, "encoder": ecfg.label, **_sizes(splits)}
+            for acfg in config.aligners:
+                rows += _fit_and_evaluate(acfg, config, splits, context, folder, progress)
+    summary = summarize(rows)
+    write_tables(folder, rows, summary)
+    write_problems(problems, folder / "problems.jsonl")
+    timings["total"] = time.perf_counter() - started
+    _write_run_record(folder, config, timings, len(problems))
+    return RunResult(folder, rows, summary, problems)
+
+
+def _fit_and_evaluate(
+    acfg: AlignerConfig,
+    config: ExperimentConfig,
+    splits: dict[str, Embedded],
+    context: dict[str, Any],
+    folder: Path,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    rows = []
+    for metric in acfg.metrics or config.metrics:
+        for seed in acfg.seeds or config.seeds:
+            runtime = {"seed": seed, "progress": progress}
+            params = {k: v for k, v in runtime.items() if accepts(acfg.kind, k)} | acfg.params
+            aligner = build_aligner(acfg.kind, metric=metric, **params)
+            t = time.perf_counter()
+            aligner.fit(splits["train"], splits.get("val") if len(splits["val"].texts) else None)
+            fit_s = time.perf_counter() - t
+            test = aligner.transform(splits["test"])
+            scores = evaluate(test, aligner.scorer(), config.ks)
+            row_id = f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
+            model_path = folder / "models" / f"{_slug(row_id)}.safetensors"
+            model_path.parent.mkdir(exist_ok=True)
+            aligner.save(model_path)
+            rows.append({**context, "aligner": acfg.label, "metric": str(Metric(metric)),
+                         "seed": seed, **scores, "fit_seconds": round(fit_s, 3),
+                         "model": str(model_path.relative_to(folder))})
+    return rows
+
+
+def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:
+    return {f"{name}_images": len(e.images) for name, e in splits.items()}
+
+
+def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
+    """The test split's raw vectors, image paths and captions, for geometry and the report."""
+    path.parent.mkdir(exist_ok=True)
+    np.savez(
+        path,
+        images=test.images,
+        texts=test.texts,
+        caption_image=test.dataset.caption_image,
+        image_paths=np.array([str(im.path) for im in test.dataset.images]),
+        captions=np.array([c.text for c in test.dataset.captions]),
+    )
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+
+
+def _new_run_folder(root: Path, name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    folder = root / f"{_slug(name)}-{stamp}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = root / f"{_slug(name)}-{stamp}-{n}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _write_run_record(folder: Path, config: ExperimentConfig, timings: dict, n_problems: int):
+    versions = {}
+    for pkg in ("xmodal", "numpy", "torch", "scipy", "scikit-learn", "sentence-transformers",
+                "transformers", "faiss-cpu", "numba", "pot"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    record = {
+        "name": config.name,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "seeds": {"aligners": config.seeds, "splits": {d.label: d.split.seed
+                                                       for d in config.datasets}},
+        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "skipped_inputs": n_problems,
+    }
+    (folder / "run.json").write_text(json.dumps(record, indent=2))

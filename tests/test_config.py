@@ -1,0 +1,59 @@
+"""Config validation stops bad configs before any work, naming the file and key."""
+
+import pytest
+
+from xmodal.experiments.config import ConfigError, load_config, parse_config
+
+GOOD = {
+    "datasets": [{"source": "tuxpaint"}],
+    "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
+    "aligners": [{"kind": "identity"}],
+}
+
+
+def test_good_config_gets_defaults():
+    c = parse_config(GOOD)
+    assert [str(m) for m in c.metrics] == ["cosine"]
+    assert c.seeds == [0] and c.ks == [1, 5, 10]
+    assert c.datasets[0].split.fractions() == {"train": 0.7, "val": 0.1, "test": 0.2}
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"metrics": ["cosine", "hamming"]}, "metrics.1"),
+        ({"datasets": [{"source": "x", "split": {"train": 0.9, "val": 0.2, "test": 0.1}}]},
+         "datasets.0.split"),
+        ({"encoders": [{"image": "effnet-lite0"}]}, "encoders.0"),
+        ({"encoders": [{"model": "a", "image": "b", "text": "c"}]}, "encoders.0"),
+        ({"aligners": [{"kind": "no-such-aligner"}]}, "aligners.0"),
+        ({"aligners": [{"kind": "identity", "bogus_param": 3}]}, "aligners.0"),
+        ({"datasets": []}, "datasets"),
+        ({"typo_key": 1}, "typo_key"),
+    ],
+)
+def test_errors_name_the_key(patch, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_config({**GOOD, **patch}, "my.yaml")
+    assert str(e.value).startswith("my.yaml: ")
+    assert expected in str(e.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):
+        load_config(path)

@@ -1,0 +1,98 @@
+"""End to end: a manifest of real image files -> the real default encoders -> cache -> a trained
+aligner -> Recall@K -> a complete run folder; bad inputs are reported, not fatal."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+from xmodal.cli import main
+from xmodal.experiments import load_config, run_experiment
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220),
+           "yellow": (240, 220, 20)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def _draw(path, colour, shape):
+    im = Image.new("RGB", (64, 64), "white")
+    d = ImageDraw.Draw(im)
+    box = (12, 12, 52, 52)
+    if shape == "circle":
+        d.ellipse(box, fill=colour)
+    elif shape == "square":
+        d.rectangle(box, fill=colour)
+    else:
+        d.polygon([(32, 8), (56, 56), (8, 56)], fill=colour)
+    im.save(path)
+
+
+@pytest.fixture(scope="module")
+def shapes_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    lines = ["image,caption"]
+    for name, rgb in COLOURS.items():
+        for shape in SHAPES:
+            file = f"{name}_{shape}.png"
+            _draw(root / file, rgb, shape)
+            lines += [f"{file},a {name} {shape}", f"{file},a {shape} coloured {name}"]
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.png").write_text("not an image")
+    lines += ["empty.png,an empty file", "text.png,a text file", "gone.png,a missing file",
+              'broken.png,"unclosed quote']
+    (root / "shapes.csv").write_text("\n".join(lines) + "\n")
+    return root / "shapes.csv"
+
+
+def _config(tmp_path, manifest, aligners):
+    raw = {
+        "name": "shapes",
+        "datasets": [{"source": f"manifest:{manifest}",
+                      "split": {"train": 0.5, "val": 0.0, "test": 0.5, "seed": 1}}],
+        "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
+        "metrics": ["cosine", "manhattan"],
+        "aligners": aligners,
+        "cache_dir": str(tmp_path / "cache"),
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "shapes.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+def test_run_writes_a_complete_run_folder(tmp_path, shapes_manifest, capsys):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "linear", "epochs": 20}])
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| linear | cosine |" in out and "| linear | manhattan |" in out
+    (folder,) = (tmp_path / "runs").iterdir()
+    for name in ("results.csv", "results.json", "results.md", "config.yaml", "run.json",
+                 "problems.jsonl"):
+        assert (folder / name).stat().st_size > 0, name
+    results = json.loads((folder / "results.json").read_text())
+    assert len(results["runs"]) == 2
+    row = results["runs"][0]
+    assert row["test_images"] == 6 and row["n_captions"] == 12
+    assert 0 <= row["t2i_R@1"] <= 100 and row["i2t_R@10"] == 100.0  # 6 images: all in top 10
+    problems = [json.loads(line) for line in (folder / "problems.jsonl").read_text().splitlines()]
+    where = " ".join(p["where"] + " " + p["message"] for p in problems)
+    for bad in ("empty.png", "text.png", "gone.png", "shapes.csv:17"):
+        assert bad in where, bad
+    record = json.loads((folder / "run.json").read_text())
+    assert record["versions"]["torch"] == "2.13.0+cpu" or record["versions"]["torch"]
+    assert record["skipped_inputs"] == len(problems)
+    assert len(list((folder / "models").glob("*.safetensors"))) == 2
+
+
+@pytest.mark.slow
+def test_same_config_same_numbers(tmp_path, shapes_manifest):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "linear", "epochs": 10}])
+    config = load_config(path)
+    first = run_experiment(config, progress=False).rows
+    second = run_experiment(config, progress=False).rows
+    keys = ("t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum")
+    assert [[r[k] for k in keys] for r in first] == [[r[k] for k in keys] for r in second]
+    assert np.isfinite([r["rsum"] for r in first]).all()
