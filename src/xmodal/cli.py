@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the experiment grid of a YAML config")
     run.add_argument("config", help="experiment config (YAML)")
-    run.add_argument("--out", help="parent folder of the run folder (default: the config's runs_dir)")
+    run.add_argument("--out", help="where the run folder goes (default: the config runs_dir)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ImageError, FileNotFoundError, KeyError, ValueError) as e:
+    except (ConfigError, ImageError, OSError, KeyError, ValueError, RuntimeError) as e:
         print(f"xmodal: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 

@@ -90,12 +90,14 @@ class Dataset:
     def without_images(self, image_ids: Iterable[str], reason: str) -> Dataset:
         """Drop images (e.g. undecodable ones) and their captions, recording why."""
         drop = set(image_ids)
-        kept = self.subset((im.id for im in self.images if im.id not in drop))
+        kept = self.subset(im.id for im in self.images if im.id not in drop)
         kept.problems = list(self.problems)
         n_caps = sum(c.image_id in drop for c in self.captions)
         if drop:
             kept.problems.append(
-                Problem(self.name, f"{len(drop)} image(s) and {n_caps} caption(s) dropped: {reason}")
+                Problem(
+                    self.name, f"{len(drop)} image(s) and {n_caps} caption(s) dropped: {reason}"
+                )
             )
         return kept
 
@@ -143,9 +145,7 @@ def _validated(
     return [im for im in good_images if im.id in captioned], good_caps
 
 
-def split_ids(
-    dataset: Dataset, fractions: Mapping[str, float], seed: int
-) -> dict[str, list[str]]:
+def split_ids(dataset: Dataset, fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
     """Deterministic split of image ids (so all captions of an image fall in one split).
 
     Sources that assign splits (Karpathy JSON) are honoured; otherwise a seeded permutation of
@@ -164,7 +164,9 @@ def split_ids(
     out, start = {}, 0
     names = list(fractions)
     for i, name in enumerate(names):
-        stop = len(ids) if i == len(names) - 1 else start + round(len(ids) * fractions[name] / total)
+        stop = (
+            len(ids) if i == len(names) - 1 else start + round(len(ids) * fractions[name] / total)
+        )
         out[name] = [ids[j] for j in order[start:stop]]
         start = stop
     return out

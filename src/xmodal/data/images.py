@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image as PILImage
+
+from xmodal.data.dataset import Caption, Image, Problem
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000; beyond this an image is refused, not decoded
 
@@ -50,3 +53,23 @@ def _to_rgb_on_white(im: PILImage.Image) -> PILImage.Image:
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
     return im.convert("RGB")
+
+
+def drop_missing(
+    images: list[Image], captions: list[Caption], problems: list[Problem]
+) -> tuple[list[Image], list[Caption]]:
+    """Drop images whose file does not exist, and their captions, recording one problem each.
+
+    A stat per file, no decoding: undecodable files are caught by `load_rgb` at encode time.
+    """
+    missing = {im.id: im.path for im in images if not im.path.is_file()}
+    if not missing:
+        return images, captions
+    n_caps = Counter(c.image_id for c in captions if c.image_id in missing)
+    for image_id, path in missing.items():
+        action = f"image {image_id!r} and {n_caps[image_id]} caption(s) skipped"
+        problems.append(Problem(str(path), "image file not found", action))
+    return (
+        [im for im in images if im.id not in missing],
+        [c for c in captions if c.image_id not in missing],
+    )

@@ -20,6 +20,15 @@ from tqdm.auto import tqdm
 from xmodal.data.images import ImageError, load_rgb
 
 OnError = Callable[[int, str], None]
+#: True for a progress bar of its own, or a callback told how many items were just done
+Progress = bool | Callable[[int], None]
+
+
+def _progress_bar(progress: Progress, total: int, desc: str, unit: str) -> Callable[[int], None]:
+    if callable(progress):
+        return progress
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit=unit, leave=False)
+    return lambda n: bar.update(n) if bar.n + n < total else bar.close()
 
 
 def default_device() -> str:
@@ -52,14 +61,14 @@ class ImageEncoder(ABC):
         self,
         paths: Sequence[str | Path],
         batch_size: int | None = None,
-        progress: bool = False,
+        progress: Progress = False,
         on_error: OnError | None = None,
         workers: int = 2,
     ) -> np.ndarray:
         """Embed image files. An undecodable image raises ImageError, or, when `on_error` is
         given, is reported to it (index, message) and left as a row of NaN."""
         out = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
-        bar = tqdm(total=len(paths), desc=f"images {self.spec}", disable=not progress, unit="img")
+        done = _progress_bar(progress, len(paths), f"images {self.spec}", "img")
         for idx, pixels, errors in self._batches(paths, batch_size or self.batch_size, workers):
             for i, msg in errors:
                 if on_error is None:
@@ -67,8 +76,7 @@ class ImageEncoder(ABC):
                 on_error(i, msg)
             if idx:
                 out[idx] = self._forward(pixels)
-            bar.update(len(idx) + len(errors))
-        bar.close()
+            done(len(idx) + len(errors))
         return out
 
     def _forward(self, pixels: torch.Tensor) -> np.ndarray:
@@ -126,19 +134,18 @@ class TextEncoder(ABC):
         """One batch of strings -> N x dim embeddings (called under inference mode)."""
 
     def encode_texts(
-        self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False
+        self, texts: Sequence[str], batch_size: int | None = None, progress: Progress = False
     ) -> np.ndarray:
         """Embed captions in batches; returns len(texts) x dim float32."""
         bs = batch_size or self.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # longest-first batching wastes less padding; rows are put back in input order
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        bar = tqdm(total=len(texts), desc=f"texts {self.spec}", disable=not progress, unit="txt")
+        done = _progress_bar(progress, len(texts), f"texts {self.spec}", "txt")
         for s in range(0, len(order), bs):
             rows = order[s : s + bs]
             with torch.inference_mode():
                 vec = self.embed_texts([texts[i] for i in rows])
             out[rows] = vec.float().cpu().numpy() if isinstance(vec, torch.Tensor) else vec
-            bar.update(len(rows))
-        bar.close()
+            done(len(rows))
         return out

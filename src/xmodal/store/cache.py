@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from xmodal.encoders.base import ImageEncoder, OnError, TextEncoder
 
@@ -61,11 +62,11 @@ class EmbeddingStore:
         keys = [file_key(p) for p in paths]
         by_key = {k: p for k, p in zip(keys, paths, strict=True)}
 
-        def encode(missing: list[str], report: OnError) -> np.ndarray:
-            return encoder.encode_images([by_key[k] for k in missing], progress=progress,
+        def encode(missing: list[str], report: OnError, done: Callable[[int], None]) -> np.ndarray:
+            return encoder.encode_images([by_key[k] for k in missing], progress=done,
                                          on_error=report)
 
-        return self._lookup(encoder.fingerprint, encoder.dim, keys, encode, on_error)
+        return self._lookup(encoder, keys, encode, on_error, progress)
 
     def texts(
         self,
@@ -78,10 +79,10 @@ class EmbeddingStore:
         keys = [text_key(t) for t in texts]
         by_key = dict(zip(keys, texts, strict=True))
 
-        def encode(missing: list[str], report: OnError) -> np.ndarray:
-            return encoder.encode_texts([by_key[k] for k in missing], progress=progress)
+        def encode(missing: list[str], report: OnError, done: Callable[[int], None]) -> np.ndarray:
+            return encoder.encode_texts([by_key[k] for k in missing], progress=done)
 
-        return self._lookup(encoder.fingerprint, encoder.dim, keys, encode, on_error)
+        return self._lookup(encoder, keys, encode, on_error, progress)
 
     def folder(self, fingerprint: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", fingerprint)[:80]
@@ -89,31 +90,34 @@ class EmbeddingStore:
 
     def _lookup(
         self,
-        fingerprint: str,
-        dim: int,
+        encoder: ImageEncoder | TextEncoder,
         keys: list[str],
-        encode: Callable[[list[str], OnError], np.ndarray],
+        encode: Callable[[list[str], OnError, Callable[[int], None]], np.ndarray],
         on_error: OnError | None,
+        progress: bool,
     ) -> np.ndarray:
-        folder = self.folder(fingerprint)
+        folder = self.folder(encoder.fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
         cached = self._read(folder)
         missing = list(dict.fromkeys(k for k in keys if k not in cached))  # unique, in order
         failed: dict[str, str] = {}
+        quiet = not progress or not missing
+        bar = tqdm(total=len(missing), desc=encoder.fingerprint, unit="item", disable=quiet)
         for s in range(0, len(missing), self.shard_size):
             chunk = missing[s : s + self.shard_size]
 
             def report(i: int, msg: str, chunk=chunk) -> None:
                 failed[chunk[i]] = msg
 
-            vectors = np.asarray(encode(chunk, report), np.float32)
+            vectors = np.asarray(encode(chunk, report, bar.update), np.float32)
             finite = np.isfinite(vectors).all(axis=1)
             for i in np.flatnonzero(~finite):
                 failed.setdefault(chunk[i], "the encoder produced NaN/inf values")
             good = [i for i, k in enumerate(chunk) if k not in failed]
             self._write(folder, [chunk[i] for i in good], vectors[good])
             cached.update((chunk[i], vectors[i]) for i in good)
-        out = np.full((len(keys), dim), np.nan, np.float32)
+        bar.close()
+        out = np.full((len(keys), encoder.dim), np.nan, np.float32)
         for row, k in enumerate(keys):
             if k in cached:
                 out[row] = cached[k]

@@ -1,0 +1,66 @@
+"""A folder of images with sidecar captions: `<stem>.txt` beside each image, one caption a line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xmodal.data.dataset import Caption, Dataset, Image, Problem
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
+
+
+def read_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
+    """The stripped non-empty lines of a text file with their 1-based line numbers.
+
+    A line that is not UTF-8 becomes a problem naming file:line; the other lines are kept.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        problems.append(Problem(str(path), f"cannot read ({e.strerror or e})"))
+        return []
+    lines = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        try:
+            text = line.decode("utf-8-sig" if n == 1 else "utf-8").strip()
+        except UnicodeDecodeError as e:
+            problems.append(Problem(f"{path}:{n}", f"not UTF-8 ({e.reason} at byte {e.start})"))
+            continue
+        if text:
+            lines.append((n, text))
+    return lines
+
+
+def load_folder(path: str | Path) -> Dataset:
+    """Every image under `path` (recursive) with the captions in its sidecar `.txt`.
+
+    Image ids are paths relative to `path` without the suffix; caption ids add `#<line>`.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    problems: list[Problem] = []
+    images: list[Image] = []
+    captions: list[Caption] = []
+    owner: dict[Path, Path] = {}  # sidecar -> the image that claimed it
+    for file in sorted(root.rglob("*")):
+        if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
+            continue
+        sidecar = file.with_suffix(".txt")
+        if sidecar in owner:
+            problems.append(
+                Problem(str(file), f"{sidecar.name} already belongs to {owner[sidecar]}")
+            )
+            continue
+        owner[sidecar] = file
+        if not sidecar.is_file():
+            problems.append(Problem(str(file), f"no caption file {sidecar.name}"))
+            continue
+        lines = read_lines(sidecar, problems)
+        if not lines:
+            problems.append(Problem(str(sidecar), "no caption (empty file)", "image skipped"))
+            continue
+        image_id = file.relative_to(root).with_suffix("").as_posix()
+        images.append(Image(image_id, file))
+        captions.extend(Caption(f"{image_id}#{n}", text, image_id) for n, text in lines)
+    return Dataset(root.resolve().name, images, captions, problems)

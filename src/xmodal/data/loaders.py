@@ -1,0 +1,99 @@
+"""One entry point for every data format: `load_dataset("FORMAT:PATH")`, and a readable summary."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xmodal.data.coco import load_coco
+from xmodal.data.dataset import Dataset, Problem
+from xmodal.data.folder import load_folder
+from xmodal.data.karpathy import load_karpathy
+from xmodal.data.manifest import load_manifest
+from xmodal.data.tuxpaint import load_tuxpaint
+
+FORMATS: dict[str, Callable[..., Dataset]] = {
+    "tuxpaint": load_tuxpaint,
+    "karpathy": load_karpathy,
+    "coco": load_coco,
+    "manifest": load_manifest,
+    "folder": load_folder,
+}
+_TAKE_IMAGES_ROOT = {"karpathy", "coco", "manifest"}
+
+
+def data_root() -> Path:
+    """Where fetched data and caches derived from it live: $XMODAL_DATA, else ./data."""
+    return Path(os.environ.get("XMODAL_DATA") or "data")
+
+
+def load_dataset(source: str, images: str | Path | None = None, **options: Any) -> Dataset:
+    """Load "FORMAT:PATH" (or plain "tuxpaint": the stamps fetched under the data root).
+
+    `images` is the image root for formats that name files relative to one (karpathy, coco,
+    manifest); `options` go to the format's loader (e.g. split="test" for karpathy).
+    """
+    fmt, _, location = source.partition(":")
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"unknown data format {fmt!r} in {source!r}; known: {', '.join(FORMATS)} "
+            "(write FORMAT:PATH, or just tuxpaint)"
+        )
+    if images is not None:
+        if fmt not in _TAKE_IMAGES_ROOT:
+            raise ValueError(f"{fmt} takes no images root (its images sit beside their captions)")
+        options["images"] = images
+    if fmt == "tuxpaint":
+        options.setdefault("render_dir", data_root() / "tuxpaint-rendered")
+        if not location:
+            location = str(data_root() / "tuxpaint")
+            if not Path(location).is_dir():
+                raise FileNotFoundError(
+                    f"{location}: no Tux Paint stamps yet; fetch them with "
+                    "`xmodal data fetch tuxpaint` (or set XMODAL_DATA to where they are)"
+                )
+    if not location:
+        raise ValueError(f"{fmt} needs a path: {fmt}:PATH")
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (from {source!r})")
+    return FORMATS[fmt](path, **options)
+
+
+def describe(ds: Dataset, examples: int = 3) -> str:
+    """Counts, captions per image, given splits, translations, and the problems grouped by kind."""
+    s = ds.summary()
+    lines = [
+        f"dataset {ds.name} ({ds.fingerprint()})",
+        f"  images: {s['images']}  captions: {s['captions']}  captions/image: "
+        f"{s['min_captions_per_image']}-{s['max_captions_per_image']}",
+    ]
+    if ds.given_splits:
+        counts: dict[str, int] = {}
+        for im in ds.images:
+            name = ds.given_splits.get(im.id, "none")
+            counts[name] = counts.get(name, 0) + 1
+        lines.append("  given splits: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if ds.translations:
+        languages = {lang for t in ds.translations.values() for lang in t}
+        lines.append(f"  translations: {len(ds.translations)} captions, {len(languages)} languages")
+    lines.append(f"  problems: {len(ds.problems)}")
+    for kind, group in _grouped(ds.problems).items():
+        lines.append(f"    {len(group)} x {kind}")
+        lines.extend(f"      {p}" for p in group[:examples])
+        if len(group) > examples:
+            lines.append(f"      ... {len(group) - examples} more")
+    return "\n".join(lines)
+
+
+def _grouped(problems: list[Problem]) -> dict[str, list[Problem]]:
+    """Problems by message, less trailing details, quoted values and numbers ("dup id '…'")."""
+    groups: dict[str, list[Problem]] = {}
+    for p in problems:
+        kind = re.sub(r"\s*\([^()]*\)$", "", p.message)
+        kind = re.sub(r"\d+", "N", re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", kind))
+        groups.setdefault(kind, []).append(p)
+    return groups
