@@ -22,8 +22,10 @@ def test_good_config_gets_defaults():
     ("patch", "expected"),
     [
         ({"metrics": ["cosine", "hamming"]}, "metrics.1"),
-        ({"datasets": [{"source": "x", "split": {"train": 0.9, "val": 0.2, "test": 0.1}}]},
-         "datasets.0.split"),
+        (
+            {"datasets": [{"source": "x", "split": {"train": 0.9, "val": 0.2, "test": 0.1}}]},
+            "datasets.0.split",
+        ),
         ({"encoders": [{"image": "effnet-lite0"}]}, "encoders.0"),
         ({"encoders": [{"model": "a", "image": "b", "text": "c"}]}, "encoders.0"),
         ({"aligners": [{"kind": "no-such-aligner"}]}, "aligners.0"),

@@ -11,8 +11,12 @@ from PIL import Image, ImageDraw
 from xmodal.cli import main
 from xmodal.experiments import load_config, run_experiment
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220),
-           "yellow": (240, 220, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 30),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 20),
+}
 SHAPES = ("circle", "square", "triangle")
 
 
@@ -40,8 +44,12 @@ def shapes_manifest(tmp_path_factory):
             lines += [f"{file},a {name} {shape}", f"{file},a {shape} coloured {name}"]
     (root / "empty.png").write_bytes(b"")
     (root / "text.png").write_text("not an image")
-    lines += ["empty.png,an empty file", "text.png,a text file", "gone.png,a missing file",
-              'broken.png,"unclosed quote']
+    lines += [
+        "empty.png,an empty file",
+        "text.png,a text file",
+        "gone.png,a missing file",
+        'broken.png,"unclosed quote',
+    ]
     (root / "shapes.csv").write_text("\n".join(lines) + "\n")
     return root / "shapes.csv"
 
@@ -49,8 +57,12 @@ def shapes_manifest(tmp_path_factory):
 def _config(tmp_path, manifest, aligners):
     raw = {
         "name": "shapes",
-        "datasets": [{"source": f"manifest:{manifest}",
-                      "split": {"train": 0.5, "val": 0.0, "test": 0.5, "seed": 1}}],
+        "datasets": [
+            {
+                "source": f"manifest:{manifest}",
+                "split": {"train": 0.5, "val": 0.0, "test": 0.5, "seed": 1},
+            }
+        ],
         "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
         "metrics": ["cosine", "manhattan"],
         "aligners": aligners,
@@ -69,8 +81,14 @@ def test_run_writes_a_complete_run_folder(tmp_path, shapes_manifest, capsys):
     out = capsys.readouterr().out
     assert "| linear | cosine |" in out and "| linear | manhattan |" in out
     (folder,) = (tmp_path / "runs").iterdir()
-    for name in ("results.csv", "results.json", "results.md", "config.yaml", "run.json",
-                 "problems.jsonl"):
+    for name in (
+        "results.csv",
+        "results.json",
+        "results.md",
+        "config.yaml",
+        "run.json",
+        "problems.jsonl",
+    ):
         assert (folder / name).stat().st_size > 0, name
     results = json.loads((folder / "results.json").read_text())
     assert len(results["runs"]) == 2

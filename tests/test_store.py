@@ -75,7 +75,8 @@ def test_bad_images_are_reported_and_not_cached(tmp_path):
     empty.write_bytes(b"")
     errors = []
     out = EmbeddingStore(tmp_path / "c").images(
-        MeanColour(), [good, empty, tmp_path / "missing.png"],
+        MeanColour(),
+        [good, empty, tmp_path / "missing.png"],
         on_error=lambda i, m: errors.append((i, m)),
     )
     np.testing.assert_allclose(out[0], [255, 0, 0])

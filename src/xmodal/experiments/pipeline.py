@@ -35,7 +35,9 @@ class EmbeddedDataset:
 
     def split(self, fractions: dict[str, float], seed: int) -> dict[str, EmbeddedDataset]:
         """Split by image, so that captions of one image never fall in two splits."""
-        return {name: self.subset(ids) for name, ids in split_ids(self.dataset, fractions, seed).items()}
+        return {
+            name: self.subset(ids) for name, ids in split_ids(self.dataset, fractions, seed).items()
+        }
 
 
 def embed_dataset(
@@ -66,8 +68,10 @@ def embed_dataset(
     texts = store.texts(
         text_encoder, [c.text for c in dataset.captions], progress=progress, on_error=text_failed
     )
-    problems += [Problem(path, f"unreadable cache shard ({why}), re-embedded")
-                 for path, why in store.unreadable]
+    problems += [
+        Problem(path, f"unreadable cache shard ({why}), re-embedded")
+        for path, why in store.unreadable
+    ]
     if not (bad_images or bad_captions or problems):
         return EmbeddedDataset(dataset, images, texts)
     keep_caps = [c for c in dataset.captions if c.id not in bad_captions]

@@ -8,6 +8,7 @@ validation split serves model selection inside the aligners.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
@@ -61,8 +62,10 @@ def run_experiment(
             timings[f"embed {dcfg.label} / {ecfg.label}"] = time.perf_counter() - t
             problems += embedded.dataset.problems[len(dataset.problems) :]
             parts = embedded.split(dcfg.split.fractions(), dcfg.split.seed)
-            _save_test_split(folder / "embeddings" / f"{_slug(dcfg.label)}__{_slug(ecfg.label)}.npz",
-                             parts["test"])
+            _save_test_split(
+                folder / "embeddings" / f"{_slug(dcfg.label)}__{_slug(ecfg.label)}.npz",
+                parts["test"],
+            )
             splits = {name: part.all for name, part in parts.items()}
             context = {"dataset": dcfg.label, "encoder": ecfg.label, **_sizes(splits)}
             for acfg in config.aligners:
@@ -98,9 +101,17 @@ def _fit_and_evaluate(
             model_path = folder / "models" / f"{_slug(row_id)}.safetensors"
             model_path.parent.mkdir(exist_ok=True)
             aligner.save(model_path)
-            rows.append({**context, "aligner": acfg.label, "metric": str(Metric(metric)),
-                         "seed": seed, **scores, "fit_seconds": round(fit_s, 3),
-                         "model": str(model_path.relative_to(folder))})
+            rows.append(
+                {
+                    **context,
+                    "aligner": acfg.label,
+                    "metric": str(Metric(metric)),
+                    "seed": seed,
+                    **scores,
+                    "fit_seconds": round(fit_s, 3),
+                    "model": str(model_path.relative_to(folder)),
+                }
+            )
     return rows
 
 
@@ -140,20 +151,30 @@ def _new_run_folder(root: Path, name: str) -> Path:
 
 def _write_run_record(folder: Path, config: ExperimentConfig, timings: dict, n_problems: int):
     versions = {}
-    for pkg in ("xmodal", "numpy", "torch", "scipy", "scikit-learn", "sentence-transformers",
-                "transformers", "faiss-cpu", "numba", "pot"):
-        try:
+    for pkg in (
+        "xmodal",
+        "numpy",
+        "torch",
+        "scipy",
+        "scikit-learn",
+        "sentence-transformers",
+        "transformers",
+        "faiss-cpu",
+        "numba",
+        "pot",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
     record = {
         "name": config.name,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
-        "seeds": {"aligners": config.seeds, "splits": {d.label: d.split.seed
-                                                       for d in config.datasets}},
+        "seeds": {
+            "aligners": config.seeds,
+            "splits": {d.label: d.split.seed for d in config.datasets},
+        },
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "skipped_inputs": n_problems,
     }

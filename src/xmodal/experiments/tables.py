@@ -1,4 +1,4 @@
-"""Result tables: one row per fitted aligner, a mean +- std summary over seeds, CSV/JSON/Markdown."""
+"""Result tables: a row per fitted aligner, mean +- std over seeds, as CSV, JSON, Markdown."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["seeds"] = len(members)
         for col in members[0]:
             values = [m[col] for m in members]
-            if col in GROUP or col == "seed" or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            if (
+                col in GROUP
+                or col == "seed"
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
             ):
                 continue
             entry[col] = float(np.mean(values))

@@ -73,4 +73,3 @@ def evaluate(data: Embedded, scorer: Scorer, ks: Sequence[int] = DEFAULT_KS) -> 
     i2t = summarize_ranks(image_to_text_ranks(data, scorer), ks, "i2t")
     rsum = sum(t2i[f"t2i_R@{k}"] + i2t[f"i2t_R@{k}"] for k in ks)
     return {**t2i, **i2t, "rsum": rsum, "n_images": len(data.images), "n_captions": len(data.texts)}
-

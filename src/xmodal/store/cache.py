@@ -63,8 +63,9 @@ class EmbeddingStore:
         by_key = {k: p for k, p in zip(keys, paths, strict=True)}
 
         def encode(missing: list[str], report: OnError, done: Callable[[int], None]) -> np.ndarray:
-            return encoder.encode_images([by_key[k] for k in missing], progress=done,
-                                         on_error=report)
+            return encoder.encode_images(
+                [by_key[k] for k in missing], progress=done, on_error=report
+            )
 
         return self._lookup(encoder, keys, encode, on_error, progress)
 

@@ -1,0 +1,306 @@
+"""Search indexes: one interface over exact (flat) and approximate (FAISS HNSW / IVF) search.
+
+Scores follow the library's convention everywhere: higher = closer; cosine indexes return cosine
+similarity, Euclidean ones the negated distance (FAISS's squared L2 is converted).
+
+On disk an index is a directory: `index.json` (kind, metric, dim, params, count), `ids.npy`
+(int64, the caller's id of each stored vector) and the payload (`vectors.npy` for flat,
+`index.faiss` written by faiss.write_index). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from xmodal.similarity import Metric, l2_normalize, topk
+from xmodal.similarity.search import DEFAULT_BLOCK
+
+HEADER = "index.json"
+FORMAT_VERSION = 1
+
+
+class Index(ABC):
+    """Vectors with int64 ids; `search` returns (scores, ids), nq x min(k, len), best first."""
+
+    kind: ClassVar[str]
+    metrics: ClassVar[tuple[Metric, ...]] = tuple(Metric)
+
+    def __init__(self, dim: int, metric: Metric | str = Metric.COSINE) -> None:
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim, self.metric = dim, Metric(metric)
+        if self.metric not in self.metrics:
+            names = ", ".join(m.value for m in self.metrics)
+            raise ValueError(
+                f"index kind {self.kind!r} supports metrics {names}, not {self.metric.value!r}; "
+                "the 'flat' index supports all four"
+            )
+        self.ids_ = np.empty(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids_)
+
+    def _matrix(self, x: np.ndarray, name: str) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (n, {self.dim}), got {x.shape}")
+        return x
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Append vectors; ids default to their positions (0, 1, ... across all adds)."""
+        x = self._matrix(vectors, "vectors")
+        if ids is None:
+            ids = np.arange(len(self), len(self) + len(x), dtype=np.int64)
+        ids = np.asarray(ids, np.int64)
+        if ids.shape != (len(x),):
+            raise ValueError(f"ids must have shape ({len(x)},), got {ids.shape}")
+        self._add(x)
+        self.ids_ = np.concatenate([self.ids_, ids])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32, ids int64); ids are -1 (score -inf) where an approximate index found
+        fewer than k neighbours."""
+        q = self._matrix(queries, "queries")
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if len(self) == 0:
+            raise ValueError("search on an empty index: add vectors first")
+        scores, pos = self._search(q, min(int(k), len(self)))
+        return scores, np.where(pos >= 0, self.ids_[np.maximum(pos, 0)], -1)
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        """Write the index into directory `path` (created if missing)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._save(path)
+        np.save(path / "ids.npy", self.ids_, allow_pickle=False)
+        header = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "metric": self.metric.value,
+            "dim": self.dim,
+            "params": self.get_params(),
+            "count": len(self),
+        }
+        (path / HEADER).write_text(json.dumps(header, indent=2) + "\n")
+
+    @classmethod
+    def _restore(cls, path: Path, header: dict[str, Any]) -> Self:
+        index = cls(header["dim"], header["metric"], **header["params"])
+        index._load(path)
+        index.ids_ = np.load(path / "ids.npy", allow_pickle=False)
+        if len(index.ids_) != header["count"]:
+            raise ValueError(
+                f"{path / 'ids.npy'}: {len(index.ids_)} ids, header says {header['count']}"
+            )
+        return index
+
+    @abstractmethod
+    def _add(self, x: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def _save(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def _load(self, path: Path) -> None: ...
+
+
+class FlatIndex(Index):
+    """Exact search with `xmodal.similarity.topk`: every metric, memory bounded by block_size."""
+
+    kind = "flat"
+
+    def __init__(
+        self, dim: int, metric: Metric | str = Metric.COSINE, block_size: int = DEFAULT_BLOCK
+    ):
+        super().__init__(dim, metric)
+        self.block_size = block_size
+        self.vectors_ = np.empty((0, dim), np.float32)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"block_size": self.block_size}
+
+    def _add(self, x: np.ndarray) -> None:
+        self.vectors_ = np.concatenate([self.vectors_, x])
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return topk(q, self.vectors_, k, self.metric, block_size=self.block_size)
+
+    def _save(self, path: Path) -> None:
+        np.save(path / "vectors.npy", self.vectors_, allow_pickle=False)
+
+    def _load(self, path: Path) -> None:
+        self.vectors_ = np.load(path / "vectors.npy", allow_pickle=False)
+
+
+class FaissIndex(Index):
+    """A FAISS index on unit vectors (cosine = inner product) or raw vectors (squared L2)."""
+
+    metrics = (Metric.COSINE, Metric.EUCLIDEAN)
+
+    def __init__(self, dim: int, metric: Metric | str = Metric.COSINE) -> None:
+        super().__init__(dim, metric)
+        self.index_ = self._make()
+
+    def _faiss_metric(self) -> int:
+        import faiss
+
+        return faiss.METRIC_INNER_PRODUCT if self.metric is Metric.COSINE else faiss.METRIC_L2
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        return l2_normalize(x) if self.metric is Metric.COSINE else x
+
+    @abstractmethod
+    def _make(self) -> Any: ...
+
+    @abstractmethod
+    def _configure_search(self) -> None: ...
+
+    def _add(self, x: np.ndarray) -> None:
+        self.index_.add(self._prepare(x))
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self._configure_search()
+        raw, pos = self.index_.search(self._prepare(q), k)
+        found = pos >= 0
+        if self.metric is Metric.EUCLIDEAN:
+            raw = -np.sqrt(np.maximum(raw, 0))
+        return np.where(found, raw, -np.inf).astype(np.float32), pos.astype(np.int64)
+
+    def _save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index_, str(path / "index.faiss"))
+
+    def _load(self, path: Path) -> None:
+        import faiss
+
+        self.index_ = faiss.read_index(str(path / "index.faiss"))
+
+
+class HNSWIndex(FaissIndex):
+    """Graph search (faiss.IndexHNSWFlat): no training; ef_search trades speed for recall."""
+
+    kind = "hnsw"
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = Metric.COSINE,
+        M: int = 32,  # noqa: N803 - the name every HNSW paper and library uses
+        ef_construction: int = 80,
+        ef_search: int = 64,
+    ) -> None:
+        self.M, self.ef_construction, self.ef_search = M, ef_construction, ef_search
+        super().__init__(dim, metric)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+
+    def _make(self) -> Any:
+        import faiss
+
+        index = faiss.IndexHNSWFlat(self.dim, self.M, self._faiss_metric())
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def _configure_search(self) -> None:
+        self.index_.hnsw.efSearch = self.ef_search
+
+
+class IVFIndex(FaissIndex):
+    """Inverted lists over k-means cells (IVF-flat, or IVF-PQ when pq_m > 0); trained on the first
+    add, which must hold at least nlist vectors (FAISS advises ~40 per cell)."""
+
+    kind = "ivf"
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = Metric.COSINE,
+        nlist: int = 1024,
+        nprobe: int = 16,
+        pq_m: int = 0,
+        pq_bits: int = 8,
+    ) -> None:
+        if pq_m and dim % pq_m:
+            raise ValueError(f"pq_m={pq_m} must divide dim={dim}")
+        self.nlist, self.nprobe, self.pq_m, self.pq_bits = nlist, nprobe, pq_m, pq_bits
+        super().__init__(dim, metric)
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "pq_m": self.pq_m,
+            "pq_bits": self.pq_bits,
+        }
+
+    def _make(self) -> Any:
+        import faiss
+
+        metric = self._faiss_metric()
+        quantizer = faiss.IndexFlat(self.dim, metric)
+        if self.pq_m:
+            return faiss.IndexIVFPQ(
+                quantizer, self.dim, self.nlist, self.pq_m, self.pq_bits, metric
+            )
+        return faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, metric)
+
+    def _add(self, x: np.ndarray) -> None:
+        if not self.index_.is_trained:
+            if len(x) < self.nlist:
+                raise ValueError(
+                    f"ivf index trains on its first add: needs at least nlist={self.nlist} "
+                    f"vectors, got {len(x)} (lower nlist or add more at once)"
+                )
+            self.index_.train(self._prepare(x))
+        super()._add(x)
+
+    def _configure_search(self) -> None:
+        self.index_.nprobe = self.nprobe
+
+
+INDEX_KINDS: dict[str, type[Index]] = {c.kind: c for c in (FlatIndex, HNSWIndex, IVFIndex)}
+
+
+def build_index(kind: str, dim: int, metric: Metric | str = Metric.COSINE, **params: Any) -> Index:
+    """An empty index by name, e.g. build_index("hnsw", 384, "cosine", M=32, ef_search=128)."""
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    cls = INDEX_KINDS[kind]
+    allowed = [p for p in inspect.signature(cls).parameters if p not in ("dim", "metric")]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"index kind {kind!r} has no parameter {', '.join(unknown)}; "
+            f"it takes {', '.join(allowed) or 'none'}"
+        )
+    return cls(dim, metric, **params)
+
+
+def load_index(path: str | Path) -> Index:
+    """Read an index saved by Index.save."""
+    path = Path(path)
+    try:
+        header = json.loads((path / HEADER).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path / HEADER} not found: not a saved xmodal index") from None
+    if header.get("format") != FORMAT_VERSION or header.get("kind") not in INDEX_KINDS:
+        raise ValueError(
+            f"{path / HEADER}: unsupported format {header.get('format')!r} "
+            f"or kind {header.get('kind')!r}"
+        )
+    return INDEX_KINDS[header["kind"]]._restore(path, header)
