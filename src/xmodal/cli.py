@@ -20,6 +20,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepared(config, progress: bool):
+    """The first dataset x encoder pair of a config, embedded (cached) and split."""
+    from xmodal.experiments.runner import prepare
+    from xmodal.store import EmbeddingStore
+
+    return next(prepare(config, EmbeddingStore(config.cache_dir), progress))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from xmodal.experiments import load_config
+    from xmodal.experiments.runner import fit_aligner
+    from xmodal.retrieval.evaluate import evaluate
+
+    config = load_config(args.config)
+    labels = [a.label for a in config.aligners]
+    if args.aligner not in labels:
+        raise ValueError(f"{args.config}: no aligner named {args.aligner!r}; have {labels}")
+    acfg = config.aligners[labels.index(args.aligner)]
+    metric = args.metric or (acfg.metrics or config.metrics)[0]
+    splits = _prepared(config, not args.quiet).splits
+    aligner = fit_aligner(acfg, metric, args.seed, splits, progress=not args.quiet)
+    aligner.save(args.out)
+    val = splits["val"]
+    if len(val.texts):
+        scores = evaluate(aligner.transform(val), aligner.scorer(), config.ks)
+        print(json.dumps({"split": "val", **scores}, indent=2))
+    print(f"saved {args.out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from xmodal.align.base import load_aligner
+    from xmodal.experiments import load_config
+    from xmodal.retrieval.evaluate import evaluate
+
+    config = load_config(args.config)
+    aligner = load_aligner(args.model)
+    data = _prepared(config, not args.quiet).splits[args.split]
+    scores = evaluate(aligner.transform(data), aligner.scorer(), config.ks)
+    print(json.dumps({"model": args.model, "split": args.split, **scores}, indent=2))
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from xmodal.data.loaders import data_root
     from xmodal.data.tuxpaint import fetch_tuxpaint
@@ -47,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="where the run folder goes (default: the config runs_dir)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
+
+    train = sub.add_parser(
+        "train", help="fit one aligner of a config on its first dataset x encoder pair"
+    )
+    train.add_argument("config")
+    train.add_argument(
+        "--aligner", required=True, help="the aligner's name (or kind) in the config"
+    )
+    train.add_argument("--metric", help="default: the aligner's first metric")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="where to save it (.safetensors)")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="Recall@K of a saved aligner on a split of a config's data")
+    ev.add_argument("config")
+    ev.add_argument("model", help="a saved aligner (.safetensors)")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
 
     data = sub.add_parser("data", help="fetch or inspect datasets").add_subparsers(
         dest="data_command", required=True

@@ -12,6 +12,7 @@ import contextlib
 import json
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -21,12 +22,18 @@ from typing import Any
 import numpy as np
 import yaml
 
+from xmodal.align.base import Aligner
 from xmodal.align.registry import accepts, build_aligner
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
 from xmodal.embeddings import Embedded
 from xmodal.encoders.registry import build_pair
-from xmodal.experiments.config import AlignerConfig, ExperimentConfig
+from xmodal.experiments.config import (
+    AlignerConfig,
+    DatasetConfig,
+    EncoderConfig,
+    ExperimentConfig,
+)
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
 from xmodal.experiments.tables import summarize, write_tables
 from xmodal.retrieval.evaluate import evaluate
@@ -42,34 +49,83 @@ class RunResult:
     problems: list[Problem] = field(default_factory=list)
 
 
+@dataclass
+class Prepared:
+    """One dataset x encoder pair, embedded and split, plus the problems met on the way."""
+
+    dataset: str
+    encoder: str
+    parts: dict[str, EmbeddedDataset]
+    problems: list[Problem]
+    timings: dict[str, float]
+
+    @property
+    def splits(self) -> dict[str, Embedded]:
+        return {name: part.all for name, part in self.parts.items()}
+
+
+def prepare(
+    config: ExperimentConfig,
+    store: EmbeddingStore,
+    progress: bool = True,
+    datasets: list[DatasetConfig] | None = None,
+    encoders: list[EncoderConfig] | None = None,
+) -> Iterator[Prepared]:
+    """Load, embed (cached) and split every dataset x encoder pair of a config, lazily."""
+    for dcfg in datasets or config.datasets:
+        t = time.perf_counter()
+        dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
+        load_s = time.perf_counter() - t
+        for ecfg in encoders or config.encoders:
+            t = time.perf_counter()
+            image_enc, text_enc = build_pair(ecfg.image, ecfg.text, ecfg.model, config.device)
+            embedded = embed_dataset(dataset, image_enc, text_enc, store, progress=progress)
+            timings = {
+                f"load {dcfg.label}": load_s,
+                f"embed {dcfg.label} / {ecfg.label}": time.perf_counter() - t,
+            }
+            yield Prepared(
+                dcfg.label,
+                ecfg.label,
+                embedded.split(dcfg.split.fractions(), dcfg.split.seed),
+                embedded.dataset.problems,
+                timings,
+            )
+
+
+def fit_aligner(
+    acfg: AlignerConfig,
+    metric: Metric | str,
+    seed: int,
+    splits: dict[str, Embedded],
+    progress: bool = False,
+) -> Aligner:
+    """Build one aligner of a config entry and fit it on train (val for model selection)."""
+    runtime = {"seed": seed, "progress": progress}
+    params = {k: v for k, v in runtime.items() if accepts(acfg.kind, k)} | acfg.params
+    aligner = build_aligner(acfg.kind, metric=metric, **params)
+    val = splits.get("val")
+    return aligner.fit(splits["train"], val if val is not None and len(val.texts) else None)
+
+
 def run_experiment(
     config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
 ) -> RunResult:
     started = time.perf_counter()
     folder = _new_run_folder(Path(out_dir or config.runs_dir), config.name)
     (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    store = EmbeddingStore(config.cache_dir)
     rows, problems, timings = [], [], {}
-    for dcfg in config.datasets:
-        t = time.perf_counter()
-        dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
-        timings[f"load {dcfg.label}"] = time.perf_counter() - t
-        problems += dataset.problems
-        for ecfg in config.encoders:
-            t = time.perf_counter()
-            image_enc, text_enc = build_pair(ecfg.image, ecfg.text, ecfg.model, config.device)
-            embedded = embed_dataset(dataset, image_enc, text_enc, store, progress=progress)
-            timings[f"embed {dcfg.label} / {ecfg.label}"] = time.perf_counter() - t
-            problems += embedded.dataset.problems[len(dataset.problems) :]
-            parts = embedded.split(dcfg.split.fractions(), dcfg.split.seed)
-            _save_test_split(
-                folder / "embeddings" / f"{_slug(dcfg.label)}__{_slug(ecfg.label)}.npz",
-                parts["test"],
-            )
-            splits = {name: part.all for name, part in parts.items()}
-            context = {"dataset": dcfg.label, "encoder": ecfg.label, **_sizes(splits)}
-            for acfg in config.aligners:
-                rows += _fit_and_evaluate(acfg, config, splits, context, folder, progress)
+    for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
+        problems = list(dict.fromkeys([*problems, *prep.problems]))
+        timings |= prep.timings
+        name = f"{_slug(prep.dataset)}__{_slug(prep.encoder)}"
+        _save_test_split(folder / "embeddings" / f"{name}.npz", prep.parts["test"])
+        splits = prep.splits
+        context = {"dataset": prep.dataset, "encoder": prep.encoder, **_sizes(splits)}
+        if config.geometry:
+            context |= _geometry(splits["test"], "raw")
+        for acfg in config.aligners:
+            rows += _fit_and_evaluate(acfg, config, splits, context, folder, progress)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
     write_problems(problems, folder / "problems.jsonl")
@@ -89,11 +145,8 @@ def _fit_and_evaluate(
     rows = []
     for metric in acfg.metrics or config.metrics:
         for seed in acfg.seeds or config.seeds:
-            runtime = {"seed": seed, "progress": progress}
-            params = {k: v for k, v in runtime.items() if accepts(acfg.kind, k)} | acfg.params
-            aligner = build_aligner(acfg.kind, metric=metric, **params)
             t = time.perf_counter()
-            aligner.fit(splits["train"], splits.get("val") if len(splits["val"].texts) else None)
+            aligner = fit_aligner(acfg, metric, seed, splits, progress)
             fit_s = time.perf_counter() - t
             test = aligner.transform(splits["test"])
             scores = evaluate(test, aligner.scorer(), config.ks)
@@ -101,18 +154,27 @@ def _fit_and_evaluate(
             model_path = folder / "models" / f"{_slug(row_id)}.safetensors"
             model_path.parent.mkdir(exist_ok=True)
             aligner.save(model_path)
-            rows.append(
-                {
-                    **context,
-                    "aligner": acfg.label,
-                    "metric": str(Metric(metric)),
-                    "seed": seed,
-                    **scores,
-                    "fit_seconds": round(fit_s, 3),
-                    "model": str(model_path.relative_to(folder)),
-                }
-            )
+            row = {
+                **context,
+                "aligner": acfg.label,
+                "metric": str(Metric(metric)),
+                "seed": seed,
+                **scores,
+                "fit_seconds": round(fit_s, 3),
+                "model": str(model_path.relative_to(folder)),
+            }
+            if config.geometry:
+                row |= _geometry(test, "aligned")
+            rows.append(row)
     return rows
+
+
+def _geometry(data: Embedded, prefix: str) -> dict[str, float]:
+    """Every applicable modality-gap measure of a split, as `<prefix>_<measure>` columns."""
+    from xmodal.geometry import gap_measures
+
+    measures = gap_measures(data.images, data.texts, data.caption_image)
+    return {f"{prefix}_{k}": v for k, v in measures.items()}
 
 
 def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:
