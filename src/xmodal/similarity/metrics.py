@@ -17,7 +17,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 import numpy as np
-import torch
 
 
 class Metric(StrEnum):
@@ -51,21 +50,3 @@ def reference_scores(queries: np.ndarray, gallery: np.ndarray, metric: Metric | 
             den = np.abs(q) + np.abs(g)
             num = (q - g) ** 2
             return -0.5 * np.divide(num, den, out=np.zeros_like(num), where=den > 0).sum(2)
-
-
-def torch_scores(a: torch.Tensor, b: torch.Tensor, metric: Metric | str, eps: float = 1e-8):
-    """Differentiable len(a) x len(b) score matrix, for training (batches, not galleries)."""
-    match Metric(metric):
-        case Metric.COSINE:
-            return torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(
-                b, dim=1
-            ).T
-        case Metric.EUCLIDEAN:
-            sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2 * a @ b.T
-            return -torch.sqrt(sq.clamp_min(eps))
-        case Metric.MANHATTAN:
-            return -torch.cdist(a, b, p=1)
-        case Metric.CHI_SQUARE:
-            diff = a[:, None, :] - b[None, :, :]
-            den = a.abs()[:, None, :] + b.abs()[None, :, :]
-            return -0.5 * (diff * diff / (den + eps)).sum(2)
