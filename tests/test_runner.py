@@ -48,7 +48,7 @@ def shapes_manifest(tmp_path_factory):
         "empty.png,an empty file",
         "text.png,a text file",
         "gone.png,a missing file",
-        'broken.png,"unclosed quote',
+        "red_circle.png,an unquoted, comma",  # one field too many: a malformed row
     ]
     (root / "shapes.csv").write_text("\n".join(lines) + "\n")
     return root / "shapes.csv"
@@ -97,7 +97,7 @@ def test_run_writes_a_complete_run_folder(tmp_path, shapes_manifest, capsys):
     assert 0 <= row["t2i_R@1"] <= 100 and row["i2t_R@10"] == 100.0  # 6 images: all in top 10
     problems = [json.loads(line) for line in (folder / "problems.jsonl").read_text().splitlines()]
     where = " ".join(p["where"] + " " + p["message"] for p in problems)
-    for bad in ("empty.png", "text.png", "gone.png", "shapes.csv:17"):
+    for bad in ("empty.png", "text.png", "gone.png", f"shapes.csv:{1 + 24 + 4}"):
         assert bad in where, bad
     record = json.loads((folder / "run.json").read_text())
     assert record["versions"]["torch"] == "2.13.0+cpu" or record["versions"]["torch"]

@@ -1,0 +1,101 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xmodal.data.images import ImageError
+from xmodal.geometry import pair_distances
+from xmodal.geometry import plots as p
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check(paths: list[Path]) -> None:
+    png, svg = paths
+    assert png.suffix == ".png" and svg.suffix == ".svg" and png.parent == svg.parent
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 2000
+    head = svg.read_text()[:2000]
+    assert "<svg" in head and svg.stat().st_size > 2000
+
+
+def _data(d_text=6):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(40, 6))
+    ci = np.repeat(np.arange(40), 2)
+    texts = images[ci] @ rng.normal(size=(6, d_text)) + 0.2 * rng.normal(size=(80, d_text))
+    return images, texts, ci
+
+
+@pytest.mark.parametrize("d_text", [6, 4])
+def test_projection_joint_and_separate(tmp_path, d_text):
+    images, texts, ci = _data(d_text)
+    _check(p.plot_projection(images, texts, ci, tmp_path / "proj.png", max_pairs=25, title="t"))
+
+
+def test_projection_rejects_unknown_method(tmp_path):
+    images, texts, ci = _data()
+    with pytest.raises(ValueError, match="unknown projection"):
+        p.plot_projection(images, texts, ci, tmp_path / "x", method="tsne")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap is installed")
+def test_umap_without_the_package_says_what_to_install(tmp_path):
+    images, texts, ci = _data()
+    with pytest.raises(ImportError, match="umap-learn"):
+        p.plot_projection(images, texts, ci, tmp_path / "u", method="umap")
+
+
+def test_distance_histograms(tmp_path):
+    images, texts, ci = _data()
+    matched, random = pair_distances(images, texts, ci, "euclidean")
+    _check(
+        p.plot_distance_histograms(matched, random, tmp_path / "sub" / "hist", metric="euclidean")
+    )
+
+
+def test_measures_vs_recall(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [
+        {"name": f"c{i}", "gap": rng.random(), "cka": rng.random(), "t2i_R@1": rng.random()}
+        for i in range(6)
+    ]
+    rows[0]["gap"] = float("nan")
+    _check(
+        p.plot_measures_vs_recall(rows, ["gap", "cka"], "t2i_R@1", tmp_path / "s", label_key="name")
+    )
+
+
+def _images(tmp_path: Path, n: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"im{i}.png"
+        Image.new("RGBA", (50 + 10 * i, 40), (40 * i % 255, 100, 200, 180)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_caption_query_examples(tmp_path):
+    paths = _images(tmp_path, 6)
+    topk = np.array([[0, 1, 2, 3, 4], [5, 4, 3, 2, 1]])
+    out = p.plot_caption_queries(
+        ["a red square", "a long caption " * 5], paths, topk, [2, 0], tmp_path / "t2i"
+    )
+    _check(out)
+    with pytest.raises(ValueError, match="outside image_paths"):
+        p.plot_caption_queries(["q"], paths, np.array([[9]]), [0], tmp_path / "bad")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="broken.png"):
+        p.plot_caption_queries(
+            ["q"], [tmp_path / "broken.png"], np.array([[0]]), [0], tmp_path / "b"
+        )
+
+
+def test_image_query_examples(tmp_path):
+    paths = _images(tmp_path, 2)
+    captions = [f"caption number {i} " + "word " * i for i in range(8)]
+    topk = np.array([[0, 1, 2, 3, 4], [7, 6, 5, 4, 3]])
+    _check(p.plot_image_queries(paths, captions, topk, [{0, 1}, {2}], tmp_path / "i2t.svg"))
+    with pytest.raises(ValueError, match="one truth per query"):
+        p.plot_image_queries(paths, captions, topk, [{0}], tmp_path / "bad")
