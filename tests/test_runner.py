@@ -114,3 +114,27 @@ def test_same_config_same_numbers(tmp_path, shapes_manifest):
     keys = ("t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum")
     assert [[r[k] for k in keys] for r in first] == [[r[k] for k in keys] for r in second]
     assert np.isfinite([r["rsum"] for r in first]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_index_build_and_search_from_the_command_line(tmp_path, shapes_manifest, capsys, kind):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "linear", "epochs": 30}])
+    assert main(["run", str(path), "--quiet"]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    model = next((folder / "models").glob("*cosine*.safetensors"))
+    out = tmp_path / "collection"
+    argv = ["index", "build", str(path), "--aligner", str(model), "--kind", kind, "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(out), "a blue square", "-k", "3"]) == 0
+    hits = capsys.readouterr().out.strip().splitlines()
+    assert len(hits) == 3
+    scores = [float(line.split()[0]) for line in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(".png" in line for line in hits)
+    image = shapes_manifest.parent / "red_circle.png"
+    assert main(["search", str(out), "--image", str(image), "-k", "24"]) == 0
+    captions = capsys.readouterr().out.strip().splitlines()
+    assert len(captions) == 24  # k beyond what one image has: every caption, ranked
+    assert main(["search", str(out)]) == 2  # neither a query nor an image

@@ -67,6 +67,64 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from xmodal.experiments import load_config
+    from xmodal.experiments.runner import prepare
+    from xmodal.retrieval.collection import build_collection
+    from xmodal.store import EmbeddingStore
+
+    config = load_config(args.config)
+    store = EmbeddingStore(config.cache_dir)
+    dcfg, ecfg = config.datasets[0], config.encoders[0]
+    prep = next(prepare(config, store, not args.quiet, [dcfg], [ecfg]))
+    whole = prep.whole
+    params = dict(_key_value(p) for p in args.param)
+    image_spec, text_spec = ecfg.model or ecfg.image, ecfg.model or ecfg.text
+    out = build_collection(
+        whole.dataset,
+        whole.images,
+        whole.texts,
+        image_spec,
+        text_spec,
+        args.aligner,
+        args.out,
+        args.kind,
+        **params,
+    )
+    print(
+        f"indexed {len(whole.dataset.images)} images and {len(whole.dataset.captions)} "
+        f"captions ({args.kind}) in {out}"
+    )
+    return 0
+
+
+def _key_value(text: str) -> tuple[str, int | float | str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"--param {text!r}: expected KEY=VALUE")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from xmodal.retrieval.collection import Collection
+
+    collection = Collection(args.collection)
+    if (args.query is None) == (args.image is None):
+        raise ValueError("give a text query or --image PATH (one of the two)")
+    if args.image:
+        for hit in collection.search_image(args.image, args.k):
+            print(f"{hit.score:9.4f}  {hit.caption}  [{hit.image_id}]")
+    else:
+        for hit in collection.search_text(args.query, args.k):
+            print(f"{hit.score:9.4f}  {hit.image_id}  {hit.path}")
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from xmodal.data.loaders import data_root
     from xmodal.data.tuxpaint import fetch_tuxpaint
@@ -114,6 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    index = sub.add_parser("index", help="build a search index").add_subparsers(
+        dest="index_command", required=True
+    )
+    build = index.add_parser(
+        "build", help="index every image and caption of a config's first dataset x encoder pair"
+    )
+    build.add_argument("config")
+    build.add_argument("--aligner", required=True, help="a saved aligner (.safetensors)")
+    build.add_argument("--kind", default="hnsw", help="flat, hnsw or ivf (default: hnsw)")
+    build.add_argument("--param", action="append", default=[], help="index parameter KEY=VALUE")
+    build.add_argument("--out", required=True, help="the collection folder to write")
+    build.add_argument("--quiet", action="store_true")
+    build.set_defaults(func=_cmd_index_build)
+
+    search = sub.add_parser("search", help="query a collection built by `xmodal index build`")
+    search.add_argument("collection", help="the collection folder")
+    search.add_argument("query", nargs="?", help="a caption: finds images")
+    search.add_argument("--image", help="an image file: finds captions")
+    search.add_argument("-k", type=int, default=5)
+    search.set_defaults(func=_cmd_search)
 
     data = sub.add_parser("data", help="fetch or inspect datasets").add_subparsers(
         dest="data_command", required=True

@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -29,6 +29,8 @@ class Aligner(ABC):
     #: the registry name used in configs and saved files
     kind: str
     metric: Metric = Metric.COSINE
+    #: True when `scorer()` is a learned network rather than `metric` (no vector index serves it)
+    learned_scorer: ClassVar[bool] = False
 
     def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
         """Learn from the training pairs; `val` is only for model selection/early stopping."""

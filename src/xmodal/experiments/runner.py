@@ -55,6 +55,7 @@ class Prepared:
 
     dataset: str
     encoder: str
+    whole: EmbeddedDataset
     parts: dict[str, EmbeddedDataset]
     problems: list[Problem]
     timings: dict[str, float]
@@ -87,6 +88,7 @@ def prepare(
             yield Prepared(
                 dcfg.label,
                 ecfg.label,
+                embedded,
                 embedded.split(dcfg.split.fractions(), dcfg.split.seed),
                 embedded.dataset.problems,
                 timings,
