@@ -9,11 +9,14 @@ from pathlib import Path
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from xmodal.experiments import load_config, run_experiment
+    from xmodal.experiments.findings import findings
     from xmodal.experiments.tables import markdown_table
 
     config = load_config(args.config)
     result = run_experiment(config, out_dir=args.out, progress=not args.quiet)
     print(markdown_table(result.summary))
+    for line in findings(result.summary):
+        print(f"- {line}")
     print(f"\nrun folder: {result.folder}")
     if result.problems:
         print(f"{len(result.problems)} input(s) skipped: see {result.folder / 'problems.jsonl'}")

@@ -34,6 +34,7 @@ from xmodal.experiments.config import (
     EncoderConfig,
     ExperimentConfig,
 )
+from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
 from xmodal.experiments.tables import summarize, write_tables
 from xmodal.retrieval.evaluate import evaluate
@@ -130,6 +131,7 @@ def run_experiment(
             rows += _fit_and_evaluate(acfg, config, splits, context, folder, progress)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
+    (folder / "findings.md").write_text(findings_markdown(summary))
     write_problems(problems, folder / "problems.jsonl")
     timings["total"] = time.perf_counter() - started
     _write_run_record(folder, config, timings, len(problems))
@@ -152,6 +154,7 @@ def _fit_and_evaluate(
             fit_s = time.perf_counter() - t
             test = aligner.transform(splits["test"])
             scores = evaluate(test, aligner.scorer(), config.ks)
+            scores |= _validation(aligner, splits.get("val"), config.ks)
             row_id = f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
             model_path = folder / "models" / f"{_slug(row_id)}.safetensors"
             model_path.parent.mkdir(exist_ok=True)
@@ -159,6 +162,8 @@ def _fit_and_evaluate(
             row = {
                 **context,
                 "aligner": acfg.label,
+                "kind": acfg.kind,
+                "loss": acfg.params.get("loss", ""),
                 "metric": str(Metric(metric)),
                 "seed": seed,
                 **scores,
@@ -169,6 +174,14 @@ def _fit_and_evaluate(
                 row |= _geometry(test, "aligned")
             rows.append(row)
     return rows
+
+
+def _validation(aligner: Aligner, val: Embedded | None, ks: list[int]) -> dict[str, float]:
+    """Validation scores, kept beside the test scores so choices can be made without test."""
+    if val is None or not len(val.texts):
+        return {}
+    scores = evaluate(aligner.transform(val), aligner.scorer(), ks)
+    return {f"val_{k}": scores[k] for k in ("t2i_R@1", "i2t_R@1", "rsum")}
 
 
 def _geometry(data: Embedded, prefix: str) -> dict[str, float]:

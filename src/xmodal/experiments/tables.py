@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 GROUP = ("dataset", "encoder", "aligner", "metric")
-HEADLINE = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "rsum")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -24,12 +23,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = dict(zip(GROUP, key, strict=True))
         entry["seeds"] = len(members)
         for col in members[0]:
-            values = [m[col] for m in members]
-            if (
-                col in GROUP
-                or col == "seed"
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-            ):
+            values = [m.get(col) for m in members]
+            if col in GROUP or col == "seed":
+                continue
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                if isinstance(values[0], str) and len(set(values)) == 1 and col != "model":
+                    entry[col] = values[0]  # a label shared by the group, e.g. kind or loss
                 continue
             entry[col] = float(np.mean(values))
             entry[f"{col}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -37,8 +36,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown_table(summary: list[dict[str, Any]], columns=HEADLINE) -> str:
+def headline_columns(summary: list[dict[str, Any]]) -> list[str]:
+    """R@K of both directions (whichever K were evaluated), then RSUM."""
+    keys = list(dict.fromkeys(k for row in summary for k in row))
+    recall = [k for k in keys if k.startswith(("t2i_R@", "i2t_R@")) and not k.endswith("_std")]
+    return sorted(recall, key=lambda k: (k[:3], int(k.split("@")[1]))) + ["rsum"]
+
+
+def markdown_table(summary: list[dict[str, Any]]) -> str:
     """Markdown table of the summary; mean +- std where several seeds were run."""
+    columns = headline_columns(summary)
     head = ["dataset", "encoder", "aligner", "metric", "seeds", *columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary:

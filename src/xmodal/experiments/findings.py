@@ -1,0 +1,102 @@
+"""Findings of an alignment study, stated from the numbers: which metric wins, whether the
+learned metrics beat cosine, how training-free aligners compare, and which configuration the
+validation split selects (the test split is only reported, never used to choose)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from xmodal.experiments.tables import markdown_table
+
+TRAINING_FREE = {"identity", "center", "ridge", "procrustes", "cca", "relative"}
+LEARNED_METRICS = {"mlp_scorer", "bilinear"}
+
+
+def _fmt(row: dict[str, Any], col: str = "rsum") -> str:
+    return f"{row[col]:.1f} ± {row.get(f'{col}_std', 0.0):.1f}"
+
+
+def _name(row: dict[str, Any]) -> str:
+    return f"{row['aligner']} / {row['metric']}"
+
+
+def _distinct(a: dict[str, Any], b: dict[str, Any], col: str = "rsum") -> bool:
+    """Means further apart than the two standard deviations together."""
+    return abs(a[col] - b[col]) > a.get(f"{col}_std", 0.0) + b.get(f"{col}_std", 0.0)
+
+
+def metric_wins(summary: list[dict[str, Any]]) -> tuple[dict[str, int], int]:
+    """For each trained aligner (aligner label, all metrics compared), the metric with the best
+    mean test RSUM; returns wins per metric and the number of groups."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in summary:
+        if row.get("kind") not in TRAINING_FREE:
+            groups[(row["dataset"], row["encoder"], row["aligner"])].append(row)
+    wins: dict[str, int] = defaultdict(int)
+    compared = [g for g in groups.values() if len({r["metric"] for r in g}) > 1]
+    for group in compared:
+        wins[max(group, key=lambda r: r["rsum"])["metric"]] += 1
+    return dict(wins), len(compared)
+
+
+def findings(summary: list[dict[str, Any]]) -> list[str]:
+    """Plain statements, each backed by the numbers it quotes."""
+    out = []
+    wins, n = metric_wins(summary)
+    if n:
+        ranked = sorted(wins.items(), key=lambda kv: -kv[1])
+        tally = ", ".join(f"{m} {w}" for m, w in ranked)
+        out.append(
+            f"Best metric per trained aligner ({n} aligner/loss settings): {tally}. "
+            f"{ranked[0][0]} wins most often."
+        )
+    cosine = [
+        r
+        for r in summary
+        if r["metric"] == "cosine" and r.get("kind") not in TRAINING_FREE | LEARNED_METRICS
+    ]
+    learned = [r for r in summary if r.get("kind") in LEARNED_METRICS]
+    if cosine and learned:
+        best_c = max(cosine, key=lambda r: r["rsum"])
+        best_l = max(learned, key=lambda r: r["rsum"])
+        verdict = "beats" if best_l["rsum"] > best_c["rsum"] else "does not beat"
+        sure = "" if _distinct(best_l, best_c) else " (within one standard deviation: a tie)"
+        out.append(
+            f"The best learned metric, {_name(best_l)} (RSUM {_fmt(best_l)}), {verdict} "
+            f"the best cosine projection, {_name(best_c)} (RSUM {_fmt(best_c)}){sure}."
+        )
+    free = [r for r in summary if r.get("kind") in TRAINING_FREE]
+    trained = [r for r in summary if r.get("kind") not in TRAINING_FREE]
+    if free and trained:
+        best_f = max(free, key=lambda r: r["rsum"])
+        best_t = max(trained, key=lambda r: r["rsum"])
+        gap = best_t["rsum"] - best_f["rsum"]
+        out.append(
+            f"Best training-free aligner: {_name(best_f)} (RSUM {_fmt(best_f)}), "
+            f"{abs(gap):.1f} RSUM {'below' if gap > 0 else 'above'} the best trained one, "
+            f"{_name(best_t)} (RSUM {_fmt(best_t)})."
+        )
+    with_val = [r for r in summary if "val_rsum" in r]
+    if with_val:
+        chosen = max(with_val, key=lambda r: r["val_rsum"])
+        out.append(
+            f"Selected on validation RSUM ({chosen['val_rsum']:.1f}): {_name(chosen)}, with test "
+            f"R@1 text->image {_fmt(chosen, 't2i_R@1')} and image->text "
+            f"{_fmt(chosen, 'i2t_R@1')}, RSUM {_fmt(chosen)} over {chosen['seeds']} seed(s)."
+        )
+    return out
+
+
+def findings_markdown(summary: list[dict[str, Any]]) -> str:
+    ordered = sorted(summary, key=lambda r: -r["rsum"])
+    lines = [
+        "# Findings",
+        "",
+        *[f"- {s}" for s in findings(summary)],
+        "",
+        "## All configurations (test split, mean ± std over seeds, best first)",
+        "",
+        markdown_table(ordered),
+    ]
+    return "\n".join(lines) + "\n"

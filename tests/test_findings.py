@@ -1,0 +1,56 @@
+"""Findings are stated from the numbers: metric wins, learned vs cosine, selection by validation."""
+
+from xmodal.experiments.findings import findings, findings_markdown, metric_wins
+from xmodal.experiments.tables import summarize
+
+
+def _row(aligner, kind, metric, seed, rsum, val_rsum):
+    return {
+        "dataset": "d",
+        "encoder": "e",
+        "aligner": aligner,
+        "kind": kind,
+        "loss": "",
+        "metric": metric,
+        "seed": seed,
+        "t2i_R@1": rsum / 10,
+        "i2t_R@1": rsum / 12,
+        "rsum": rsum,
+        "val_rsum": val_rsum,
+        "model": f"m{seed}",
+    }
+
+
+ROWS = [
+    _row("linear", "linear", "cosine", 0, 300, 280),
+    _row("linear", "linear", "cosine", 1, 310, 290),
+    _row("linear", "linear", "manhattan", 0, 200, 190),
+    _row("linear", "linear", "manhattan", 1, 210, 200),
+    _row("mlp", "mlp", "cosine", 0, 320, 270),
+    _row("mlp", "mlp", "euclidean", 0, 330, 260),
+    _row("mlp_scorer", "mlp_scorer", "cosine", 0, 150, 150),
+    _row("ridge", "ridge", "cosine", 0, 250, 300),
+]
+
+
+def test_summary_keeps_group_labels_and_spreads():
+    summary = summarize(ROWS)
+    lin = next(r for r in summary if r["aligner"] == "linear" and r["metric"] == "cosine")
+    assert lin["kind"] == "linear" and lin["seeds"] == 2
+    assert lin["rsum"] == 305 and round(lin["rsum_std"], 4) == 7.0711
+    assert "model" not in lin
+
+
+def test_metric_wins_counts_each_trained_aligner_once():
+    wins, n = metric_wins(summarize(ROWS))
+    assert n == 2  # linear and mlp compare metrics; ridge and mlp_scorer have one metric each
+    assert wins == {"cosine": 1, "euclidean": 1}
+
+
+def test_statements_quote_the_numbers_and_select_on_validation():
+    text = " ".join(findings(summarize(ROWS)))
+    assert "does not beat the best cosine projection, mlp / cosine (RSUM 320.0" in text
+    assert "Best training-free aligner: ridge / cosine (RSUM 250.0" in text
+    # ridge has the best validation RSUM although its test RSUM is lower: validation decides
+    assert "Selected on validation RSUM (300.0): ridge / cosine" in text
+    assert findings_markdown(summarize(ROWS)).count("\n| d | e |") == 6
