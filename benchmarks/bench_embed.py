@@ -1,0 +1,127 @@
+"""Image embedding: the decode+forward pipeline against the bare forward pass of the same encoder.
+
+Data: the Tux Paint stamps (`xmodal data fetch tuxpaint`), real PNGs of mixed sizes. Encoder:
+EfficientNet-Lite0 on CPU. "forward" embeds batches decoded beforehand (`embed_batch`, the
+model alone); "pipeline" is `encode_images` on the files (decoding in worker threads while the
+model runs). Each step runs in its own process, from the original encoder (plain package model,
+glibc's default allocator behaviour) through each optimisation, so every speed-up is measured
+in the same run. Wall-clock rates are the best of several repeats (other work on a shared
+machine only slows a run down); CPU ms/image (all threads) is less sensitive to that load.
+
+    python benchmarks/bench_embed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from _common import report, run_case
+
+GOAL_RATIO = 0.9
+#: (label, model, keep freed memory, batch size, torch threads or 0 for torch's default)
+STEPS = [
+    ("original: package model, channels-last", "plain", False, 32, 0),
+    ("+ keep freed memory (glibc mallopt)", "plain", True, 32, 0),
+    ("+ BN folded, pads in convs, in-place ops", "fused", True, 32, 0),
+    ("batch 16 (default)", "fused", True, 16, 0),
+    ("batch 8", "fused", True, 8, 0),
+    ("batch 16, 1 torch thread", "fused", True, 16, 1),
+]
+QUICK_STEPS = [STEPS[0], STEPS[3]]
+DEFAULT = STEPS[3][0]
+
+
+def tux_paths(n: int | None) -> list[str]:
+    from xmodal.data.loaders import load_dataset
+
+    try:
+        ds = load_dataset("tuxpaint")
+    except FileNotFoundError as e:
+        raise SystemExit(f"bench_embed needs the Tux Paint stamps: {e}") from None
+    return [str(im.path) for im in ds.images][:n]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all this process's threads) of one call."""
+    before, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    fn()
+    wall, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def run_one(case: dict[str, Any]) -> dict[str, Any]:
+    """Inside the step's own process: build the encoder, decode once, time both ways."""
+    os.environ["XMODAL_KEEP_FREED_MEMORY"] = "1" if case["keep_freed"] else "0"
+    import torch
+
+    from xmodal.data.images import load_rgb
+    from xmodal.encoders.default_pair import EfficientNetLite0, load_efficientnet_lite0
+
+    if case["threads"]:
+        torch.set_num_threads(case["threads"])
+    paths, bs = tux_paths(case["n"]), case["batch"]
+    enc = EfficientNetLite0(device="cpu", batch_size=bs)
+    if case["model"] == "plain":
+        plain = load_efficientnet_lite0().to(memory_format=torch.channels_last)
+        enc.features = plain.extract_features
+    pixels = [enc.preprocess(load_rgb(p)) for p in paths]
+    batches = [torch.stack(pixels[s : s + bs]) for s in range(0, len(paths), bs)]
+    for b in {b.shape[0]: b for b in batches}.values():  # oneDNN sets up each shape once
+        enc.embed_batch(b)
+    forward, pipeline = [], []
+    for _ in range(case["repeat"]):  # interleaved, so load changes hit both alike
+        forward.append(timed(lambda: [enc.embed_batch(b) for b in batches]))
+        pipeline.append(timed(lambda: enc.encode_images(paths)))
+    (fw, fc), (pw, pc) = min(forward), min(pipeline)
+    n = len(paths)
+    return {"n": n, "forward": n / fw, "pipeline": n / pw, "fw_cpu": fc / n, "pipe_cpu": pc / n}
+
+
+def main(quick: bool = False) -> list[dict[str, Any]]:
+    n = 160 if quick else None
+    rows: list[dict[str, Any]] = []
+    for label, model, keep_freed, batch, threads in QUICK_STEPS if quick else STEPS:
+        case = {"model": model, "keep_freed": keep_freed, "batch": batch, "threads": threads}
+        res = run_case(__file__, case | {"n": n, "repeat": 3})
+        row = {"bench": "embed", "step": label, "images": res["n"], "batch": batch}
+        row |= {"threads": threads or "default", "forward img/s": res["forward"]}
+        row |= {
+            "pipeline img/s": res["pipeline"],
+            "pipeline/forward": res["pipeline"] / res["forward"],
+        }
+        row |= {"forward CPU ms/img": 1000 * res["fw_cpu"]}
+        row |= {"pipeline CPU ms/img": 1000 * res["pipe_cpu"]}
+        row["pipeline vs original"] = res["pipeline"] / (rows[0] if rows else row)["pipeline img/s"]
+        rows.append(row)
+    return rows + [goal(rows)]
+
+
+def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    row = next(r for r in rows if r["step"] == DEFAULT)
+    ratio = row["pipeline/forward"]
+    measured = (
+        f"{100 * ratio:.0f}% ({row['pipeline img/s']:.1f} vs {row['forward img/s']:.1f} img/s)"
+    )
+    return {
+        "goal": f"pipeline >= {100 * GOAL_RATIO:.0f}% of bare forward img/s ({DEFAULT})",
+        "measured": measured,
+        "met": ratio >= GOAL_RATIO,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="160 images, two steps")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one step, JSON
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_one(json.loads(args.case))))
+        sys.exit()
+    print(report(main(args.quick)))

@@ -1,0 +1,93 @@
+"""Run every benchmark and write bench-results/RESULTS.md (also printed).
+
+Convention for benchmark scripts: each `benchmarks/bench_*.py` defines
+
+    main(quick: bool = False) -> list[dict]
+
+returning table rows. A row is a flat dict of JSON-able scalars; its keys become the columns of
+that script's table (in first-seen order), and every number that compares against a baseline is
+measured in the same run (ratios, never absolute claims from elsewhere). Rows that have a "goal"
+key are goal checks, {"goal": str, "measured": str, "met": bool}, collected in one table at the
+end. `quick=True` must finish in a few minutes on 2 cores. Scripts also run on their own
+(`python benchmarks/bench_x.py [--quick]`). Known scripts run in ORDER; any other bench_*.py
+found here (e.g. bench_embed.py) runs after them.
+
+    python benchmarks/run_all.py [--quick] [--only topk,ann]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import markdown_table  # noqa: E402
+
+ORDER = ["bench_topk", "bench_ann", "bench_embed"]
+OUTPUT = HERE.parent / "bench-results" / "RESULTS.md"
+
+
+def scripts(only: list[str] | None) -> list[Path]:
+    found = {p.stem: p for p in HERE.glob("bench_*.py")}
+    names = [s for s in ORDER if s in found] + sorted(set(found) - set(ORDER))
+    if only:
+        names = [s for s in names if s.removeprefix("bench_") in only]
+    return [found[s] for s in names]
+
+
+def run(path: Path, quick: bool) -> tuple[list[dict], float]:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    start = time.perf_counter()
+    rows = module.main(quick=quick)
+    return rows, time.perf_counter() - start
+
+
+def machine() -> str:
+    import numpy
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
+        f"{numpy.__version__}; load average at start {' '.join(load)} (other work on the machine "
+        "slows every method alike, so read the ratios)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the benchmarks, write RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", help="comma-separated subset, e.g. topk,ann")
+    args = parser.parse_args()
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [f"# xmodal benchmarks ({'quick' if args.quick else 'full'} mode, {when})\n"]
+    sections.append(f"Machine: {machine()}.\n")
+    goals: list[dict] = []
+    for path in scripts(args.only.split(",") if args.only else None):
+        print(f"running {path.name} ...", file=sys.stderr, flush=True)
+        rows, seconds = run(path, args.quick)
+        goals += [r | {"bench": path.stem} for r in rows if "goal" in r]
+        results = [r for r in rows if "goal" not in r]
+        sections.append(f"## {path.stem} ({seconds:.0f} s)\n\n{markdown_table(results)}\n")
+    if goals:
+        sections.append(f"## Goals\n\n{markdown_table(goals)}\n")
+    text = "\n".join(sections)
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

