@@ -28,8 +28,8 @@ def test_good_config_gets_defaults():
         ),
         ({"encoders": [{"image": "effnet-lite0"}]}, "encoders.0"),
         ({"encoders": [{"model": "a", "image": "b", "text": "c"}]}, "encoders.0"),
-        ({"aligners": [{"kind": "no-such-aligner"}]}, "aligners.0"),
-        ({"aligners": [{"kind": "identity", "bogus_param": 3}]}, "aligners.0"),
+        ({"aligners": [{"kind": "no-such-aligner"}]}, "aligners: no-such-aligner"),
+        ({"aligners": [{"kind": "identity", "bogus_param": 3}]}, "aligners: identity"),
         ({"datasets": []}, "datasets"),
         ({"typo_key": 1}, "typo_key"),
     ],
@@ -59,3 +59,19 @@ def test_shipped_configs_are_valid():
 
     for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):
         load_config(path)
+
+
+def test_grid_expands_into_named_aligners():
+    raw = {
+        **GOOD,
+        "aligners": [{"kind": "identity"}, {"kind": "ridge", "grid": {"alpha": [0.1, 1.0]}}],
+    }
+    aligners = parse_config(raw).aligners
+    assert [a.label for a in aligners] == ["identity", "ridge[alpha=0.1]", "ridge[alpha=1.0]"]
+    assert [a.params.get("alpha") for a in aligners] == [None, 0.1, 1.0]
+
+
+def test_grid_values_are_checked_like_parameters():
+    raw = {**GOOD, "aligners": [{"kind": "ridge", "grid": {"alpha": [1.0, -1.0]}}]}
+    with pytest.raises(ConfigError, match=r"aligners: ridge\[alpha=-1.0\] \(cosine\)"):
+        parse_config(raw)

@@ -5,6 +5,7 @@ Errors name the file and the key path (e.g. `demo.yaml: aligners.0.metrics.1: ..
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,30 @@ class EncoderConfig(Strict):
 
 
 class AlignerConfig(BaseModel):
-    """`kind` plus the aligner's own hyper-parameters; `metrics`/`seeds` override the defaults."""
+    """`kind` plus the aligner's own hyper-parameters; `metrics`/`seeds` override the defaults.
+
+    `grid` maps hyper-parameters to lists of values: the entry stands for one aligner per
+    combination, named e.g. "linear[loss=hinge]".
+    """
 
     model_config = ConfigDict(extra="allow")
     kind: str
     name: str | None = None
     metrics: list[Metric] | None = None
     seeds: list[int] | None = None
+    grid: dict[str, list[Any]] | None = None
+
+    def expand(self) -> list[AlignerConfig]:
+        if not self.grid:
+            return [self]
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            setting = dict(zip(keys, values, strict=True))
+            label = ", ".join(f"{k}={v}" for k, v in setting.items())
+            fields = self.model_dump(exclude={"grid", "name"}) | self.params | setting
+            out.append(AlignerConfig(name=f"{self.label}[{label}]", **fields))
+        return out
 
     @property
     def params(self) -> dict[str, Any]:
@@ -127,6 +145,7 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
             for err in e.errors()
         ]
         raise ConfigError("\n".join(lines)) from None
+    config.aligners = [one for a in config.aligners for one in a.expand()]
     _check_aligners(config, where)
     return config
 
@@ -135,10 +154,10 @@ def _check_aligners(config: ExperimentConfig, where: str) -> None:
     """Build each aligner once so that unknown kinds and misspelt parameters fail now."""
     from xmodal.align.registry import build_aligner
 
-    for i, a in enumerate(config.aligners):
+    for a in config.aligners:
         for metric in a.metrics or config.metrics:
             try:
                 build_aligner(a.kind, metric=metric, **a.params)
             except (KeyError, TypeError, ValueError) as e:
                 msg = e.args[0] if e.args else e
-                raise ConfigError(f"{where}: aligners.{i} ({a.kind}, {metric}): {msg}") from None
+                raise ConfigError(f"{where}: aligners: {a.label} ({metric}): {msg}") from None
