@@ -1,12 +1,14 @@
 """Image embedding: the decode+forward pipeline against the bare forward pass of the same encoder.
 
-Data: the Tux Paint stamps (`xmodal data fetch tuxpaint`), real PNGs of mixed sizes. Encoder:
+Data: the first 192 Tux Paint stamps (--quick: 96, and only the first and default steps),
+real PNGs of mixed sizes (`xmodal data fetch tuxpaint` fetches them). Encoder:
 EfficientNet-Lite0 on CPU. "forward" embeds batches decoded beforehand (`embed_batch`, the
 model alone); "pipeline" is `encode_images` on the files (decoding in worker threads while the
-model runs). Each step runs in its own process, from the original encoder (plain package model,
-glibc's default allocator behaviour) through each optimisation, so every speed-up is measured
-in the same run. Wall-clock rates are the best of several repeats (other work on a shared
-machine only slows a run down); CPU ms/image (all threads) is less sensitive to that load.
+model runs). Each step runs in its own process, from the original encoder (the package's model
+as loaded, glibc's default allocator behaviour; today's pipeline) through each optimisation,
+so every speed-up is measured in the same run. Wall-clock rates are the best of several
+repeats (other work on a shared machine only slows a run down); CPU ms/image (all threads) is
+less sensitive to that load.
 
     python benchmarks/bench_embed.py [--quick]
 """
@@ -85,7 +87,7 @@ def run_one(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(quick: bool = False) -> list[dict[str, Any]]:
-    n = 160 if quick else None
+    n = 96 if quick else 192
     rows: list[dict[str, Any]] = []
     for label, model, keep_freed, batch, threads in QUICK_STEPS if quick else STEPS:
         case = {"model": model, "keep_freed": keep_freed, "batch": batch, "threads": threads}
@@ -118,7 +120,7 @@ def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="160 images, two steps")
+    parser.add_argument("--quick", action="store_true", help="96 images, two steps")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one step, JSON
     args = parser.parse_args()
     if args.case:
