@@ -128,6 +128,28 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gap(args: argparse.Namespace) -> int:
+    from xmodal.experiments import load_config
+    from xmodal.report.gap import markdown, run_gap_study, write_gap_study
+
+    if Path(args.config).is_dir():
+        folder, study = Path(args.config), write_gap_study(args.config)
+    else:
+        config = load_config(args.config)
+        result, study = run_gap_study(config, out_dir=args.out, progress=not args.quiet)
+        folder = result.folder
+    print(markdown(study))
+    print(f"run folder: {folder} (gap.json, gap.md, plots/gap_*)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from xmodal.report import write_report
+
+    print(f"report: {write_report(args.run_dir, args.out)}")
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from xmodal.data.loaders import data_root
     from xmodal.data.tuxpaint import fetch_tuxpaint
@@ -196,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--image", help="an image file: finds captions")
     search.add_argument("-k", type=int, default=5)
     search.set_defaults(func=_cmd_search)
+
+    gap = sub.add_parser(
+        "gap", help="run a config with geometry on; correlate each gap measure with Recall@K"
+    )
+    gap.add_argument("config", help="experiment config (YAML), or a run folder to re-analyse")
+    gap.add_argument("--out", help="where the run folder goes (default: the config runs_dir)")
+    gap.add_argument("--quiet", action="store_true", help="no progress bars")
+    gap.set_defaults(func=_cmd_gap)
+
+    report = sub.add_parser("report", help="write a run folder's self-contained report.html")
+    report.add_argument("run_dir", help="a run folder written by `xmodal run` or `xmodal gap`")
+    report.add_argument("--out", help="the HTML file (default: RUN_DIR/report.html)")
+    report.set_defaults(func=_cmd_report)
 
     data = sub.add_parser("data", help="fetch or inspect datasets").add_subparsers(
         dest="data_command", required=True

@@ -1,0 +1,249 @@
+"""Does the modality gap predict retrieval? Rank correlation of every gap measure with Recall@K
+across the configurations of a run (one configuration = dataset x encoder x aligner x metric,
+averaged over seeds).
+
+The measures are the `raw_<measure>` / `aligned_<measure>` columns a run writes with
+`geometry: true`. Sample sizes, parameters and quantiles are left out (they describe how a
+measure was taken, or repeat its mean), and so is every column that is constant across the
+configurations: a constant says nothing about which configuration retrieves better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import false_discovery_control
+
+from xmodal.experiments.config import ExperimentConfig
+from xmodal.experiments.runner import RunResult, run_experiment
+from xmodal.geometry.correlation import measure_target_pairs, rank_correlations
+
+TARGETS = ("t2i_R@1", "i2t_R@1", "rsum")
+PREFIXES = ("raw_", "aligned_")
+#: column names (after the prefix) that record how a measure was taken, not a measure
+BOOKKEEPING = re.compile(
+    r"^(n_images|n_texts|dim_images|dim_texts)$|_(n|n_images|n_texts|k|reg|projections)$|_q\d\d$"
+)
+SIGNIFICANT = 0.05
+WEAK = 0.3  # |rho| below this reads as "no monotone relation"
+
+
+@dataclass
+class GapStudy:
+    """One correlation per (target, measure); `constant` lists measures left out as constant."""
+
+    configurations: int
+    correlations: list[dict[str, Any]]
+    constant: list[str] = field(default_factory=list)
+    plots: dict[str, list[str]] = field(default_factory=dict)
+
+    def tracking(self) -> list[str]:
+        """Measures whose correlation is significant (BH-adjusted p < 0.05) with every target,
+        with one sign throughout: the measures that track Recall@K on this run."""
+        by_measure: dict[str, list[dict[str, Any]]] = {}
+        for c in self.correlations:
+            by_measure.setdefault(c["measure"], []).append(c)
+        return [
+            name
+            for name, cs in by_measure.items()
+            if all(c["q_value"] < SIGNIFICANT for c in cs)
+            and len({math.copysign(1, c["rho"]) for c in cs}) == 1
+        ]
+
+
+def is_measure(column: str) -> bool:
+    """Whether a results column is a gap measure (raw_/aligned_ prefix, not bookkeeping)."""
+    for prefix in PREFIXES:
+        if column.startswith(prefix) and not column.endswith("_std"):
+            return not BOOKKEEPING.search(column[len(prefix) :])
+    return False
+
+
+def measure_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """(varying, constant) gap-measure columns of the rows, in first-seen order."""
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if is_measure(c)]
+    varying, constant = [], []
+    for c in columns:
+        values = {round(float(r[c]), 12) for r in rows if _number(r.get(c))}
+        (varying if len(values) > 1 else constant).append(c)
+    return varying, constant
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def gap_study(
+    configurations: Sequence[Mapping[str, Any]], targets: Sequence[str] = TARGETS
+) -> GapStudy:
+    """Spearman rho, p, n of every varying measure against each target over the rows given
+    (one per configuration, e.g. a run's summary). p values are also adjusted over all the
+    tests of the study (Benjamini-Hochberg `q_value`): with dozens of tests some raw p < 0.05
+    are expected by chance. `distinct` counts the measure's distinct values among the n: an
+    aligner fitted without the metric (closed form) gives one geometry for all four metrics,
+    so n can overstate the independent evidence."""
+    varying, constant = measure_columns(configurations)
+    found = [
+        {"target": target, **c}
+        for target in targets
+        for c in rank_correlations(configurations, varying, target)
+    ]
+    p = np.array([c["p_value"] for c in found], np.float64)
+    q = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = false_discovery_control(p[ok])
+    for c, qv in zip(found, q, strict=True):
+        _, values, _ = measure_target_pairs(configurations, c["measure"], c["target"])
+        c["distinct"] = len(np.unique(values))
+        c["q_value"] = float(qv)
+        c["reading"] = reading(c)
+    return GapStudy(len(configurations), found, constant)
+
+
+def reading(c: Mapping[str, Any]) -> str:
+    """One line saying what a correlation means, e.g. "larger aligned_cka goes with higher
+    rsum (rho=+0.81, n=16)"."""
+    rho, n, measure, target = c["rho"], c["n"], c["measure"], c["target"]
+    if not math.isfinite(rho):
+        return f"{measure} vs {target}: not computable (n={n}, or one side constant)"
+    stats = f"(rho={rho:+.2f}, n={n}"
+    stats += ")" if c.get("q_value", 1.0) < SIGNIFICANT else ", not significant)"
+    if abs(rho) < WEAK:
+        return f"{measure} shows no monotone relation with {target} {stats}"
+    direction = "higher" if rho > 0 else "lower"
+    return f"larger {measure} goes with {direction} {target} {stats}"
+
+
+def markdown(study: GapStudy) -> str:
+    """gap.md: per target, the measures sorted by |rho|, then what tracks Recall@K."""
+    lines = [
+        f"# Gap measures vs retrieval ({study.configurations} configurations)",
+        "",
+        "Spearman rank correlation across configurations; q = Benjamini-Hochberg adjusted p "
+        f"over all {len(study.correlations)} tests; distinct = distinct values of the measure "
+        "among the n (aligners fitted without the metric share one geometry across metrics).",
+    ]
+    for target in dict.fromkeys(c["target"] for c in study.correlations):
+        rows = [c for c in study.correlations if c["target"] == target]
+        rows.sort(key=lambda c: -abs(c["rho"]) if math.isfinite(c["rho"]) else 0.0)
+        lines += ["", f"## {target}", "", "| measure | rho | p | q | n | distinct | reading |"]
+        lines.append("|---|---:|---:|---:|---:|---:|---|")
+        lines += [
+            f"| {c['measure']} | {c['rho']:+.2f} | {c['p_value']:.2g} | {c['q_value']:.2g} "
+            f"| {c['n']} | {c['distinct']} | {c['reading']} |"
+            for c in rows
+        ]
+    lines += ["", conclusion(study)]
+    return "\n".join(lines) + "\n"
+
+
+def conclusion(study: GapStudy) -> str:
+    """One sentence: which measures track every target, and which were constant."""
+    tracking = study.tracking()
+    targets = ", ".join(dict.fromkeys(c["target"] for c in study.correlations))
+    if tracking:
+        text = f"Tracking {targets} (q < {SIGNIFICANT}, one sign): {', '.join(tracking)}."
+    else:
+        text = f"No measure tracks all of {targets} at q < {SIGNIFICANT} on this run."
+    if study.constant:
+        text += f" Constant across configurations (not studied): {', '.join(study.constant)}."
+    return text
+
+
+def plot_study(
+    configurations: Sequence[Mapping[str, Any]],
+    measures: Sequence[str],
+    folder: Path,
+    targets: Sequence[str] = TARGETS,
+) -> dict[str, list[Path]]:
+    """Measure-vs-recall scatter plots, one figure per target: folder/gap_<target>.png/.svg."""
+    from xmodal.geometry.plots import plot_measures_vs_recall
+
+    labelled = [{**r, "label": f"{r.get('aligner')}/{r.get('metric')}"} for r in configurations]
+    return {
+        t: plot_measures_vs_recall(
+            labelled, measures, t, folder / f"gap_{_slug(t)}", label_key="label"
+        )
+        for t in targets
+    }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+
+def write_gap_study(
+    run_dir: str | Path,
+    targets: Sequence[str] = TARGETS,
+    plot_targets: Sequence[str] = ("rsum",),
+) -> GapStudy:
+    """Study a run folder's results.json summary; writes gap.json, gap.md and, per target in
+    `plot_targets`, the measure-vs-recall scatters plots/gap_<target>.png/.svg (one panel per
+    measure; RSUM alone by default: it sums every recall, and each figure takes seconds)."""
+    run_dir = Path(run_dir)
+    configurations = load_results(run_dir)["summary"]
+    study = gap_study(configurations, targets)
+    measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
+    if plot_targets and measures and study.configurations >= 3:
+        found = plot_study(configurations, measures, run_dir / "plots", plot_targets)
+        study.plots = {t: [str(p.relative_to(run_dir)) for p in ps] for t, ps in found.items()}
+    (run_dir / "gap.json").write_text(json.dumps(_nan_to_none(asdict(study)), indent=2))
+    (run_dir / "gap.md").write_text(markdown(study))
+    return study
+
+
+def run_gap_study(
+    config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
+) -> tuple[RunResult, GapStudy]:
+    """Run a config with geometry forced on, then study the new run folder."""
+    result = run_experiment(config.model_copy(update={"geometry": True}), out_dir, progress)
+    return result, write_gap_study(result.folder)
+
+
+def _nan_to_none(study: dict[str, Any]) -> dict[str, Any]:
+    """Strict JSON has no NaN: a correlation that cannot be computed is written as null."""
+    for c in study["correlations"]:
+        for k in ("rho", "p_value", "q_value"):
+            c[k] = c[k] if math.isfinite(c[k]) else None
+    return study
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's results.json ({"runs": rows, "summary": rows}), checked."""
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(
+            f"{path}: cannot read ({e.strerror or e}); is this a run folder?"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("summary"), list):
+        raise ValueError(f"{path}: not a results file with a 'summary' list")
+    if not results["summary"]:
+        raise ValueError(f"{path}: the summary has no rows")
+    return results
+
+
+def load_study(run_dir: str | Path) -> GapStudy | None:
+    """gap.json of a run folder, or None when the gap study was not run there."""
+    path = Path(run_dir) / "gap.json"
+    if not path.exists():
+        return None
+    try:
+        study = GapStudy(**json.loads(path.read_text(encoding="utf-8")))
+        for c in study.correlations:
+            for k in ("rho", "p_value", "q_value"):
+                c[k] = math.nan if c[k] is None else float(c[k])
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: not a gap study written by xmodal ({e})") from None
+    return study

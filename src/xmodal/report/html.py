@@ -1,0 +1,468 @@
+"""`xmodal report RUN_DIR`: one self-contained HTML page of a run folder.
+
+Everything the page shows is inside the file: pictures are base64 PNG data URIs, the style is
+one inline <style>, and a Content-Security-Policy forbids loading anything else, so the page
+reads the same offline, mailed, or years later. PNG and SVG of each picture lie beside it in
+plots/. Key numbers come first; the per-seed rows, skipped inputs, config and versions last.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from xmodal.geometry import skipped_measures
+from xmodal.report import figures
+from xmodal.report.gap import GapStudy, conclusion, is_measure, load_results, load_study
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+RECALL = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "rsum")
+#: the geometry measures shown in tables (the gap study covers every measure)
+KEY_MEASURES = (
+    "gap",
+    "cosine_auc",
+    "wasserstein_exact",
+    "wasserstein_gaussian",
+    "separability",
+    "gromov_wasserstein",
+    "cka",
+    "mutual_knn",
+)
+MAX_PROBLEMS = 200
+DRAWN_DPI, SHOWN_DPI = 150, 96  # xmodal.geometry.plots saves PNGs at 150 dpi
+EXAMPLES_ZOOM = 1.35  # thumbnails and captions read better a little larger
+HALF_WIDTH = 720  # px: figures up to this wide share a row
+
+STYLE = """
+:root{--fg:#1f2933;--muted:#616e7c;--line:#e4e7eb;--accent:#2f6fdf;--good:#1a7f37;--bg:#f5f7fa}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);
+ font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1180px;margin:0 auto;padding:28px 32px 64px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:0 0 12px}
+h3{font-size:16px;margin:18px 0 8px}
+.sub{color:var(--muted);margin:0 0 16px}
+nav{margin:8px 0 20px;font-size:14px}
+nav a{color:var(--accent);margin-right:14px;text-decoration:none}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px;margin:12px 0}
+.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 16px}
+.card .k{color:var(--muted);font-size:13px}.card .v{font-size:28px;font-weight:650}
+.card .t{font-size:19px;font-weight:650;line-height:1.3;padding:5px 0}
+.card .d{color:var(--muted);font-size:12px}
+section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:18px 22px;
+ margin:18px 0}
+table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+td:first-child{white-space:nowrap}
+th{background:#f0f2f5;font-weight:600}td.n,th.n{text-align:right;white-space:nowrap}
+tbody tr:hover td{background:#f7faff}td strong{color:var(--good)}
+.scroll{overflow-x:auto}
+.figs{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:flex-start}
+figure{margin:14px 0 18px;max-width:100%}figure.half{width:calc(50% - 12px)}
+figure img{display:block;max-width:100%;height:auto;
+ border:1px solid var(--line);border-radius:6px;background:#fff}
+figcaption{color:var(--muted);font-size:13px;margin-top:4px}figcaption b{color:var(--fg)}
+pre{background:#f3f4f6;border-radius:6px;padding:12px;overflow:auto;font-size:12px}
+.note{color:var(--muted);font-size:13px}details summary{cursor:pointer;color:var(--accent)}
+"""
+
+
+@dataclass
+class RunFolder:
+    """What a run folder holds, read once."""
+
+    folder: Path
+    config_text: str
+    record: dict[str, Any]
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    problems: list[dict[str, Any]]
+    study: GapStudy | None
+    notes: list[str] = field(default_factory=list)  # what the report could not show, and why
+    #: per test split shown (raw or aligned), the gap measures left out and why
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def load_run(run_dir: str | Path) -> RunFolder:
+    """Read a run folder written by `xmodal run` (or `xmodal gap`)."""
+    folder = Path(run_dir)
+    results = load_results(folder)
+    return RunFolder(
+        folder,
+        _read(folder / "config.yaml"),
+        json.loads(_read(folder / "run.json") or "{}"),
+        results.get("runs", []),
+        results["summary"],
+        _problems(folder / "problems.jsonl"),
+        load_study(folder),
+    )
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def _problems(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for i, line in enumerate(_read(path).splitlines(), 1):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
+    return out
+
+
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, *, examples: int = 4, seed: int = 0
+) -> Path:
+    """Write the run's report (default RUN_DIR/report.html; pictures in plots/ beside it)."""
+    run = load_run(run_dir)
+    path = Path(out) if out else run.folder / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = make_pictures(run, path.parent / "plots", examples, seed)
+    path.write_text(render(run, pictures), encoding="utf-8")
+    return path
+
+
+def best_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The row with the highest test RSUM: shown, not selected (the test split picks it)."""
+    return max(rows, key=lambda r: r["rsum"])
+
+
+def make_pictures(run: RunFolder, folder: Path, examples: int, seed: int) -> list[figures.Picture]:
+    """Every picture the run allows; what cannot be drawn is noted in run.notes, and the gap
+    measures each shown split leaves out in run.skipped."""
+    pictures: list[figures.Picture] = []
+    pairs = dict.fromkeys((r["dataset"], r["encoder"]) for r in run.rows)
+    splits = {}
+    for dataset, encoder in pairs:
+        try:
+            splits[dataset, encoder] = figures.load_split(run.folder, dataset, encoder)
+        except ValueError as e:
+            run.notes.append(str(e))
+            continue
+        label = f"{encoder} on {dataset}" if len(pairs) > 1 else encoder
+        d = splits[dataset, encoder].data
+        run.skipped[f"raw {encoder} on {dataset}"] = skipped_measures(
+            d.images, d.texts, d.caption_image
+        )
+        pictures += figures.raw_pictures(splits[dataset, encoder], label, folder)
+    best = best_row(run.rows) if run.rows else None
+    split = splits.get((best["dataset"], best["encoder"])) if best else None
+    if best and split:
+        try:
+            aligner = figures.load_row_aligner(run.folder, best)
+            d = aligner.transform(split.data)
+            label = f"aligned by {best['aligner']} / {best['metric']} (best row)"
+            run.skipped[label] = skipped_measures(d.images, d.texts, d.caption_image)
+            pictures += figures.aligned_pictures(best, d, folder)
+            pictures += figures.example_pictures(aligner.scorer(), d, split, folder, examples, seed)
+        except (FileNotFoundError, ValueError) as e:
+            run.notes.append(f"some pictures of the best row are missing: {e}")
+    pictures += _gap_pictures(run)
+    return pictures
+
+
+def _gap_pictures(run: RunFolder) -> list[figures.Picture]:
+    """The gap study's scatter plots, as `xmodal gap` left them in the run folder."""
+    out = []
+    for target, paths in (run.study.plots if run.study else {}).items():
+        found = [run.folder / p for p in paths]
+        if not all(p.is_file() for p in found):
+            run.notes.append(f"gap plot missing: {', '.join(map(str, found))}")
+            continue
+        caption = "One point per configuration (aligner/metric); Spearman rho, p, n per panel."
+        out.append(figures.Picture("gap", f"Gap measures vs {target}", caption, found))
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
+    """The whole page as one string."""
+    name = run.record.get("name") or run.folder.name
+    sections = [
+        ("results", "Results", _results_section(run)),
+        ("gap", "Does the gap predict retrieval?", _gap_section(run, pictures)),
+        ("geometry", "Geometry of the modality gap", _geometry_section(run, pictures)),
+        ("examples", "Retrieval examples", _pictures_html(pictures, "examples")),
+        ("seeds", "Per-seed rows", _seeds_section(run)),
+        ("inputs", "Skipped inputs", _problems_section(run)),
+        ("setup", "Config and versions", _setup_section(run)),
+    ]
+    shown = [(a, t, body) for a, t, body in sections if body]
+    nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t, _ in shown)
+    body = "".join(f'<section id="{a}"><h2>{escape(t)}</h2>{b}</section>' for a, t, b in shown)
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in run.notes)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>xmodal report: {escape(str(name))}</title><style>{STYLE}</style></head>"
+        "<body><main>"
+        f"<h1>{escape(str(name))}</h1><p class=sub>{escape(_subtitle(run))}</p>"
+        f"{_cards(run)}<nav>{nav}</nav>{notes}{body}</main></body></html>\n"
+    )
+
+
+def _subtitle(run: RunFolder) -> str:
+    parts = [f"run folder {run.folder.name}"]
+    if run.record.get("finished"):
+        parts.append(f"finished {run.record['finished']}")
+    parts.append(f"{len(run.summary)} configurations, {len(run.rows)} fitted aligners")
+    return " · ".join(parts)
+
+
+def _cards(run: RunFolder) -> str:
+    """The key numbers: the best configuration by mean test RSUM and its recalls."""
+    best = best_row(run.summary)
+    where = f"{best['encoder']} on {best['dataset']}"
+    cards = [  # (label, value, detail, value class: "t" for words, "v" for a number)
+        ("best configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
+        ("text → image R@1", _mean(best, "t2i_R@1"), "% of captions, test split", "v"),
+        ("image → text R@1", _mean(best, "i2t_R@1"), "% of images, test split", "v"),
+        ("RSUM", _mean(best, "rsum"), "sum of the six recalls, max 600", "v"),
+    ]
+    n_images = best.get("test_images") or best.get("n_images")
+    if n_images:
+        cards.append(("test images", f"{n_images:.0f}", f"chance R@1 {100 / n_images:.1f}%", "v"))
+    html = "".join(
+        f'<div class="card"><div class="k">{escape(label)}</div><div class="{cls}">'
+        f'{escape(value)}</div><div class="d">{escape(detail)}</div></div>'
+        for label, value, detail, cls in cards
+    )
+    return f'<div class="cards">{html}</div>'
+
+
+def _mean(row: Mapping[str, Any], col: str) -> str:
+    """mean (± std when several seeds) of a summary column."""
+    std = f" ± {row[col + '_std']:.1f}" if row.get("seeds", 1) > 1 else ""
+    return f"{row[col]:.1f}{std}"
+
+
+def _results_section(run: RunFolder) -> str:
+    rows = sorted(run.summary, key=lambda r: -r["rsum"])
+    cols = [c for c in RECALL if c in rows[0]]
+    best = {c: max(r[c] for r in rows) for c in cols}
+    head = ["dataset", "encoder", "aligner", "metric", "seeds"]
+    body = []
+    for r in rows:
+        cells = [escape(str(r.get(k, ""))) for k in head]
+        for c in cols:
+            cells.append(f"<strong>{_mean(r, c)}</strong>" if r[c] == best[c] else _mean(r, c))
+        cells.append(f"{r.get('fit_seconds', math.nan):.1f}")
+        body.append(cells)
+    headers = [*head, *cols, "fit s"]
+    note = (
+        '<p class="note">Mean ± std over seeds on the test split; the best value of each column '
+        "in bold green. Sorted by RSUM.</p>"
+    )
+    return _table(headers, body, range(len(head), len(headers))) + note
+
+
+def _gap_section(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
+    study = run.study
+    if study is None:
+        return ""
+    targets = list(dict.fromkeys(c["target"] for c in study.correlations))
+    by = {(c["measure"], c["target"]): c for c in study.correlations}
+    measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
+    last = targets[-1]
+    measures.sort(
+        key=lambda m: -abs(by[m, last]["rho"]) if math.isfinite(by[m, last]["rho"]) else 0
+    )
+    body = []
+    for m in measures:
+        cells = [escape(m)]
+        cells += [_rho_cell(by[m, t]) for t in targets]
+        c = by[m, last]
+        cells += [str(c["n"]), str(c["distinct"]), escape(c["reading"])]
+        body.append(cells)
+    headers = ["measure", *[f"ρ vs {t}" for t in targets], "n", "distinct", f"reading ({last})"]
+    intro = (
+        f"<p>Spearman rank correlation of each gap measure with retrieval across "
+        f"{study.configurations} configurations (p in brackets; * = significant after "
+        "Benjamini-Hochberg adjustment, q &lt; 0.05). distinct = distinct values of the "
+        "measure among the n configurations: an aligner fitted without the metric has one "
+        f"geometry for every metric. Sorted by |ρ| against {escape(last)}.</p>"
+    )
+    table = _table(headers, body, range(1, len(headers) - 1))
+    return (
+        intro
+        + table
+        + f"<p><b>{escape(conclusion(study))}</b></p>"
+        + _pictures_html(pictures, "gap")
+    )
+
+
+def _rho_cell(c: Mapping[str, Any]) -> str:
+    rho = c["rho"]
+    if not math.isfinite(rho):
+        return "–"
+    hue = "47,111,223" if rho < 0 else "214,69,65"
+    star = "*" if c["q_value"] < 0.05 else ""
+    return (
+        f'<span style="background:rgba({hue},{abs(rho) * 0.45:.2f});padding:1px 4px;'
+        f'border-radius:3px">{rho:+.2f}{star}</span> ({c["p_value"]:.2g})'
+    )
+
+
+def _geometry_section(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
+    parts = [_measures_tables(run), _skipped_measures(run), _pictures_html(pictures, "geometry")]
+    return "".join(parts)
+
+
+def _measures_tables(run: RunFolder) -> str:
+    if not any(is_measure(k) for k in run.summary[0]):
+        return (
+            '<p class="note">No geometry measures in this run (geometry: false in the config); '
+            "<code>xmodal gap CONFIG</code> runs a config with them.</p>"
+        )
+    out = []
+    raw = [m for m in KEY_MEASURES if f"raw_{m}" in run.summary[0]]
+    if raw:
+        pairs = {(r["dataset"], r["encoder"]): r for r in run.summary}
+        body = [
+            [escape(f"{e} on {d}")] + [_num(r[f"raw_{m}"]) for m in raw]
+            for (d, e), r in pairs.items()
+        ]
+        out.append(
+            "<h3>Raw embeddings (test split)</h3>"
+            + _table(["encoders", *raw], body, range(1, 1 + len(raw)))
+        )
+    aligned = [m for m in KEY_MEASURES if f"aligned_{m}" in run.summary[0]]
+    if aligned:
+        rows = sorted(run.summary, key=lambda r: -r["rsum"])
+        body = [
+            [escape(f"{r['aligner']} / {r['metric']}"), f"{r['rsum']:.1f}"]
+            + [_num(r.get(f"aligned_{m}")) for m in aligned]
+            for r in rows
+        ]
+        out.append(
+            "<h3>After alignment (test split, mean over seeds)</h3>"
+            + _table(["configuration", "rsum", *aligned], body, range(1, 2 + len(aligned)))
+        )
+    return "".join(out) + (
+        '<p class="note">Measures on L2-normalised vectors: gap = distance between the '
+        "modality centroids; cosine_auc = chance that a random pair is farther than a matched "
+        "one; wasserstein_* = optimal-transport distance between the two clouds; separability = "
+        "held-out accuracy of a classifier telling image from text vectors (0.5 = inseparable); "
+        "cka / mutual_knn = how alike the two spaces' structures are.</p>"
+    )
+
+
+def _skipped_measures(run: RunFolder) -> str:
+    """Which gap measures each shown split leaves out, grouped by reason."""
+    items = []
+    for split, skipped in run.skipped.items():
+        reasons: dict[str, list[str]] = {}
+        for measure, why in skipped.items():
+            reasons.setdefault(why, []).append(measure)
+        items += [f"{split}: {', '.join(ms)} left out ({why})" for why, ms in reasons.items()]
+    if not items:
+        return ""
+    lines = "".join(f"<li>{escape(i)}</li>" for i in items)
+    return f'<p class="note">Measures that do not apply:</p><ul class="note">{lines}</ul>'
+
+
+def _seeds_section(run: RunFolder) -> str:
+    cols = ["dataset", "encoder", "aligner", "metric", "seed", *RECALL, "fit_seconds"]
+    body = [
+        [escape(str(r.get(c, ""))) if i < 5 else _num(r.get(c)) for i, c in enumerate(cols)]
+        for r in run.rows
+    ]
+    table = _table(cols, body, range(5, len(cols)))
+    return (
+        f"<details><summary>{len(run.rows)} rows, one per fitted aligner</summary>{table}</details>"
+    )
+
+
+def _problems_section(run: RunFolder) -> str:
+    if not run.problems:
+        return '<p class="note">None: every input was used.</p>'
+    shown = run.problems[:MAX_PROBLEMS]
+    body = [[escape(str(p.get(k, ""))) for k in ("where", "message", "action")] for p in shown]
+    more = len(run.problems) - len(shown)
+    tail = f'<p class="note">… and {more} more in problems.jsonl.</p>' if more > 0 else ""
+    return (
+        f"<p>{len(run.problems)} input(s) skipped.</p>"
+        + _table(["where", "problem", "action"], body)
+        + tail
+    )
+
+
+def _setup_section(run: RunFolder) -> str:
+    rec = run.record
+    facts = [
+        ("python", rec.get("python")),
+        ("platform", rec.get("platform")),
+        *sorted((rec.get("versions") or {}).items()),
+        ("seeds", json.dumps(rec.get("seeds")) if rec.get("seeds") else None),
+    ]
+    timings = rec.get("timings_seconds") or {}
+    facts += [(f"time: {k}", f"{v:.1f} s") for k, v in timings.items()]
+    body = [[escape(str(k)), escape(str(v))] for k, v in facts if v is not None]
+    return (
+        "<h3>Versions and timings</h3>"
+        + _table(["what", "value"], body)
+        + f"<h3>config.yaml</h3><pre>{escape(run.config_text or '(missing)')}</pre>"
+    )
+
+
+def _pictures_html(pictures: Iterable[figures.Picture], section: str) -> str:
+    """The section's pictures as embedded PNGs at about their printed size (drawn at 150 dpi,
+    shown at 96; retrieval examples a little larger), so figure text has one size throughout;
+    small figures go two abreast."""
+    out = []
+    for p in pictures:
+        if p.section != section:
+            continue
+        png = Path(next(x for x in p.paths if Path(x).suffix == ".png"))
+        data = png.read_bytes()
+        scale = SHOWN_DPI / DRAWN_DPI * (EXAMPLES_ZOOM if section == "examples" else 1.0)
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = (round(v * scale) for v in im.size)
+        size = ' class="half"' if width <= HALF_WIDTH else f' style="width:{width}px"'
+        out.append(
+            f'<figure{size}><img src="data:image/png;base64,'
+            f'{base64.b64encode(data).decode("ascii")}" width="{width}" height="{height}" '
+            f'alt="{escape(p.title)}"><figcaption><b>{escape(p.title)}.</b> '
+            f"{escape(p.caption)} (PNG and SVG: plots/{escape(png.stem)}.*)</figcaption></figure>"
+        )
+    return f'<div class="figs">{"".join(out)}</div>' if out else ""
+
+
+def _table(
+    headers: Sequence[str],
+    body: Sequence[Sequence[str]],
+    numeric: Container[int] = (),
+) -> str:
+    """An HTML table of already escaped cells; the `numeric` columns right-aligned."""
+    cls = [' class="n"' if i in numeric else "" for i in range(len(headers))]
+    # a long snake_case name may wrap after an underscore
+    names = [escape(h).replace("_", "_<wbr>") for h in headers]
+    head = "".join(f"<th{c}>{h}</th>" for c, h in zip(cls, names, strict=True))
+    rows = "".join(
+        "<tr>" + "".join(f"<td{c}>{x}</td>" for c, x in zip(cls, r, strict=True)) + "</tr>"
+        for r in body
+    )
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
+
+
+def _num(v: object) -> str:
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return "–"
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
