@@ -129,14 +129,11 @@ class TorchAligner(Aligner):
         return lambda q, g: blocked_pair_scores(model.pair, q, g, device)
 
     def _apply(self, fn, x: np.ndarray) -> np.ndarray:
-        out = []
+        x = np.asarray(x, np.float32)
+        blocks = [x[s : s + TRANSFORM_BLOCK] for s in range(0, len(x), TRANSFORM_BLOCK)] or [x]
         with torch.inference_mode():
-            for s in range(0, len(x), TRANSFORM_BLOCK):
-                block = torch.from_numpy(
-                    np.ascontiguousarray(x[s : s + TRANSFORM_BLOCK], np.float32)
-                )
-                out.append(fn(block.to(self._device())).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+            out = [fn(torch.from_numpy(np.ascontiguousarray(b)).to(self._device())) for b in blocks]
+            return np.concatenate([o.float().cpu().numpy() for o in out])
 
     def _fitted(self) -> PairModel:
         if self.model_ is None:

@@ -121,8 +121,7 @@ def run_experiment(
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
-        name = f"{_slug(prep.dataset)}__{_slug(prep.encoder)}"
-        _save_test_split(folder / "embeddings" / f"{name}.npz", prep.parts["test"])
+        _save_test_split(split_path(folder, prep.dataset, prep.encoder), prep.parts["test"])
         splits = prep.splits
         context = {"dataset": prep.dataset, "encoder": prep.encoder, **_sizes(splits)}
         if config.geometry:
@@ -156,7 +155,7 @@ def _fit_and_evaluate(
             scores = evaluate(test, aligner.scorer(), config.ks)
             scores |= _validation(aligner, splits.get("val"), config.ks)
             row_id = f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
-            model_path = folder / "models" / f"{_slug(row_id)}.safetensors"
+            model_path = folder / "models" / f"{slug(row_id)}.safetensors"
             model_path.parent.mkdir(exist_ok=True)
             aligner.save(model_path)
             row = {
@@ -204,12 +203,18 @@ def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
         images=test.images,
         texts=test.texts,
         caption_image=test.dataset.caption_image,
-        image_paths=np.array([str(im.path) for im in test.dataset.images]),
+        image_paths=np.array([str(Path(im.path).resolve()) for im in test.dataset.images]),
         captions=np.array([c.text for c in test.dataset.captions]),
     )
 
 
-def _slug(text: str) -> str:
+def split_path(run_dir: Path, dataset: str, encoder: str) -> Path:
+    """Where a run keeps the test split of one dataset x encoder pair."""
+    return run_dir / "embeddings" / f"{slug(dataset)}__{slug(encoder)}.npz"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label."""
     import re
 
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
@@ -217,11 +222,11 @@ def _slug(text: str) -> str:
 
 def _new_run_folder(root: Path, name: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    folder = root / f"{_slug(name)}-{stamp}"
+    folder = root / f"{slug(name)}-{stamp}"
     n = 1
     while folder.exists():
         n += 1
-        folder = root / f"{_slug(name)}-{stamp}-{n}"
+        folder = root / f"{slug(name)}-{stamp}-{n}"
     folder.mkdir(parents=True)
     return folder
 

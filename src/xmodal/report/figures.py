@@ -15,7 +15,7 @@ import numpy as np
 
 from xmodal.align.base import Aligner, Scorer, load_aligner
 from xmodal.embeddings import Embedded
-from xmodal.experiments.runner import _slug as run_slug  # the runner's file naming
+from xmodal.experiments.runner import slug, split_path
 from xmodal.geometry import pair_distances
 from xmodal.geometry import plots as gp
 
@@ -40,7 +40,7 @@ class TestSplit:
 
 
 def load_split(run_dir: Path, dataset: str, encoder: str) -> TestSplit:
-    path = run_dir / "embeddings" / f"{run_slug(dataset)}__{run_slug(encoder)}.npz"
+    path = split_path(run_dir, dataset, encoder)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = Embedded(z["images"], z["texts"], z["caption_image"].astype(np.int64))
@@ -54,7 +54,7 @@ def load_split(run_dir: Path, dataset: str, encoder: str) -> TestSplit:
 def raw_pictures(split: TestSplit, label: str, folder: Path) -> list[Picture]:
     """The raw encoders' geometry: 2-D PCA of both modalities (and distances if one space)."""
     d = split.data
-    name = run_slug(label)
+    name = slug(label)
     out = [
         Picture(
             "geometry",

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import false_discovery_control
 
 from xmodal.experiments.config import ExperimentConfig
-from xmodal.experiments.runner import RunResult, run_experiment
+from xmodal.experiments.runner import RunResult, run_experiment, slug
 from xmodal.geometry.correlation import measure_target_pairs, rank_correlations
 
 TARGETS = ("t2i_R@1", "i2t_R@1", "rsum")
@@ -170,14 +170,10 @@ def plot_study(
     labelled = [{**r, "label": f"{r.get('aligner')}/{r.get('metric')}"} for r in configurations]
     return {
         t: plot_measures_vs_recall(
-            labelled, measures, t, folder / f"gap_{_slug(t)}", label_key="label"
+            labelled, measures, t, folder / f"gap_{slug(t)}", label_key="label"
         )
         for t in targets
     }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
 def write_gap_study(
