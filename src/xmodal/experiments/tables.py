@@ -40,7 +40,7 @@ def headline_columns(summary: list[dict[str, Any]]) -> list[str]:
     """R@K of both directions (whichever K were evaluated), then RSUM."""
     keys = list(dict.fromkeys(k for row in summary for k in row))
     recall = [k for k in keys if k.startswith(("t2i_R@", "i2t_R@")) and not k.endswith("_std")]
-    return sorted(recall, key=lambda k: (k[:3], int(k.split("@")[1]))) + ["rsum"]
+    return sorted(recall, key=lambda k: (k[:3] != "t2i", int(k.split("@")[1]))) + ["rsum"]
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
