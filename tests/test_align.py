@@ -50,6 +50,10 @@ KINDS = {
     "mlp": ({"dim": 8, "hidden": 16, "depth": 2, **FAST}, 8),
     "mlp_scorer": ({"dim": 8, "hidden": 16, "head_depth": 1, "head_hidden": 16, **FAST}, 8),
     "bilinear": ({"dim": 8, "rank": 4, "loss": "hinge", **FAST}, 8),
+    "ensemble": (
+        {"members": [{"kind": "cca", "dim": 8}, {"kind": "linear", "dim": 8, **FAST}]},
+        16,
+    ),
 }
 #: kinds that compare the modalities in one space as given
 SHARED_SPACE = {"identity", "center"}
@@ -80,7 +84,6 @@ def test_fit_transform_shapes_and_dtype(kind):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_save_load_round_trip(kind, tmp_path):
     aligner, train = make(kind)
-    aligner.metric = Metric.MANHATTAN
     aligner.fit(train)
     aligner.save(tmp_path / "a.safetensors")
     loaded = load_aligner(tmp_path / "a.safetensors")
@@ -92,6 +95,15 @@ def test_save_load_round_trip(kind, tmp_path):
     before = aligner.scorer()(aligner.transform_texts(TEST.texts), aligner.transform_images(images))
     after = loaded.scorer()(loaded.transform_texts(TEST.texts), loaded.transform_images(images))
     np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "linear"])
+def test_saved_metric_and_params_come_back(kind, tmp_path):
+    params = {"alpha": 0.3, "direction": "image_to_text"} if kind == "ridge" else FAST
+    aligner = build_aligner(kind, metric="chi_square", **params).fit(TRAIN)
+    aligner.save(tmp_path / "a.safetensors")
+    loaded = load_aligner(tmp_path / "a.safetensors")
+    assert loaded.metric is Metric.CHI_SQUARE and loaded.get_params() == aligner.get_params()
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -127,3 +139,79 @@ def test_learns_a_linear_relation(kind, params):
     result = evaluate(aligner.transform(TEST), aligner.scorer())
     print(kind, params, {k: result[k] for k in ("t2i_R@1", "i2t_R@1")})
     assert result["t2i_R@1"] >= 80 and result["i2t_R@1"] >= 80
+
+
+def test_ridge_matches_sklearn():
+    from sklearn.linear_model import Ridge as SkRidge
+
+    aligner = build_aligner("ridge", alpha=0.5).fit(TRAIN)
+    x = TRAIN.texts.astype(np.float64)
+    xc = x - x.mean(0)
+    penalty = 0.5 * np.trace(xc.T @ xc) / x.shape[1]  # alpha is relative to the mean variance
+    sk = SkRidge(alpha=penalty).fit(x, TRAIN.paired_images)
+    want = sk.predict(TEST.texts) - TRAIN.paired_images.mean(0)  # our image side is centred
+    np.testing.assert_allclose(aligner.transform_texts(TEST.texts), want, atol=1e-4)
+
+
+def test_cca_whitens_and_correlates_canonically():
+    aligner = build_aligner("cca", dim=6, reg=0.0, power=0.0).fit(TRAIN)
+    t = aligner.transform_texts(TRAIN.texts).astype(np.float64)
+    i = aligner.transform_images(TRAIN.paired_images).astype(np.float64)
+    n = len(t)
+    np.testing.assert_allclose(t.T @ t / n, np.eye(6), atol=1e-4)
+    np.testing.assert_allclose(i.T @ i / n, np.eye(6), atol=1e-4)
+    np.testing.assert_allclose(t.T @ i / n, np.diag(aligner.correlations_), atol=1e-4)
+    assert np.all(np.diff(aligner.correlations_) <= 0) and aligner.correlations_[0] > 0.9
+
+
+def test_center_removes_each_mean():
+    shared = Embedded(TRAIN.images[:, :D_TEXT], TRAIN.texts, TRAIN.caption_image)
+    aligner = build_aligner("center").fit(shared)
+    np.testing.assert_allclose(aligner.transform_images(shared.images).mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(aligner.transform_texts(shared.texts).mean(0), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="16-d"):
+        build_aligner("center").fit(TRAIN)
+
+
+def test_relative_anchor_is_most_similar_to_itself():
+    aligner = build_aligner("relative", n_anchors=30, seed=1).fit(TRAIN)
+    rows = np.sort(np.random.default_rng(1).choice(len(TRAIN.texts), 30, replace=False))
+    texts = aligner.transform_texts(TRAIN.texts[rows])
+    images = aligner.transform_images(TRAIN.images[TRAIN.caption_image[rows]])
+    np.testing.assert_allclose(np.diag(texts), 1, atol=1e-5)
+    np.testing.assert_allclose(np.diag(images), 1, atol=1e-5)
+    sparse = build_aligner("relative", n_anchors=30, topk=5).fit(TRAIN)
+    assert ((sparse.transform_texts(TEST.texts) != 0).sum(1) == 5).all()
+
+
+def test_ensemble_scores_do_not_depend_on_blocking():
+    aligner, train = make("ensemble")
+    aligner.fit(train)
+    data = aligner.transform(TRAIN)
+    full = aligner.scorer()(data.texts, data.images)
+    halves = np.concatenate(
+        [
+            aligner.scorer()(data.texts[:7], data.images),
+            aligner.scorer()(data.texts[7:], data.images),
+        ]
+    )
+    np.testing.assert_allclose(full, halves, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_fuses_its_members_standardised_scores():
+    aligner, train = make("ensemble")
+    aligner.fit(train)
+    data = aligner.transform(TRAIN)
+    fused = aligner.scorer()(data.texts, data.images)
+    expect = 0
+    for member, (mean, std) in zip(aligner.members_, aligner.scales_, strict=True):
+        part = member.transform(TRAIN)
+        expect = expect + (member.scorer()(part.texts, part.images) - mean) / std
+    np.testing.assert_allclose(fused, expect / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_rejects_bad_members():
+    with pytest.raises(ValueError, match="needs `members`"):
+        build_aligner("ensemble")
+    with pytest.raises(ValueError, match="other than ensemble"):
+        build_aligner("ensemble", members=[{"kind": "ensemble"}])

@@ -1,3 +1,10 @@
 """Imports every aligner module so that each registers its kind."""
 
-from xmodal.align import closed_form, identity, learned_metric, projection, relative  # noqa: F401
+from xmodal.align import (  # noqa: F401
+    closed_form,
+    ensemble,
+    identity,
+    learned_metric,
+    projection,
+    relative,
+)
