@@ -59,28 +59,28 @@ def known_specs() -> dict[str, list[str]]:
     return {"image": sorted(IMAGE), "text": sorted(TEXT), "pair": sorted(PAIR)}
 
 
-def build_image_encoder(spec: str, device: str | None = None) -> ImageEncoder:
+def _build(spec: str, table: dict, side: int, role: str, device: str | None):
     _load_builtins()
     prefix, args = _split(spec)
-    if prefix in IMAGE:
-        return IMAGE[prefix](*args, device=device)
-    if prefix in PAIR:
-        return PAIR[prefix](*args, device=device)[0]
-    raise KeyError(f"unknown image encoder {spec!r}; known: {sorted(IMAGE) + sorted(PAIR)}")
+    if prefix in table:
+        return table[prefix](*args, device=device)
+    if prefix in PAIR:  # one side of a vision-language model
+        return PAIR[prefix](*args, device=device)[side]
+    raise KeyError(f"unknown {role} encoder {spec!r}; known: {sorted(table) + sorted(PAIR)}")
+
+
+def build_image_encoder(spec: str, device: str | None = None) -> ImageEncoder:
+    return _build(spec, IMAGE, 0, "image", device)
 
 
 def build_text_encoder(spec: str, device: str | None = None) -> TextEncoder:
-    _load_builtins()
-    prefix, args = _split(spec)
-    if prefix in TEXT:
-        return TEXT[prefix](*args, device=device)
-    if prefix in PAIR:
-        return PAIR[prefix](*args, device=device)[1]
-    raise KeyError(f"unknown text encoder {spec!r}; known: {sorted(TEXT) + sorted(PAIR)}")
+    return _build(spec, TEXT, 1, "text", device)
 
 
 def build_pair(
-    image: str | None = None, text: str | None = None, model: str | None = None,
+    image: str | None = None,
+    text: str | None = None,
+    model: str | None = None,
     device: str | None = None,
 ) -> tuple[ImageEncoder, TextEncoder]:
     """Either one vision-language `model` spec, or an `image` spec and a `text` spec."""
