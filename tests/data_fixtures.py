@@ -68,3 +68,40 @@ def make_stamps(root: Path) -> Path:
     write_text(stamps / "food/ghost.txt", "A ghost.\n")
     write_png(stamps / "food/orphan.png")
     return stamps
+
+
+SHAPE_COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 30),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 20),
+}
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw_shape(path: Path, colour: tuple[int, int, int], shape: str) -> Path:
+    """A 64x64 drawing of one coloured shape on white: real images a real encoder can tell apart."""
+    from PIL import ImageDraw
+
+    im = PILImage.new("RGB", (64, 64), "white")
+    d = ImageDraw.Draw(im)
+    if shape == "circle":
+        d.ellipse((12, 12, 52, 52), fill=colour)
+    elif shape == "square":
+        d.rectangle((12, 12, 52, 52), fill=colour)
+    else:
+        d.polygon([(32, 8), (56, 56), (8, 56)], fill=colour)
+    im.save(path)
+    return path
+
+
+def write_shapes_manifest(root: Path, extra_lines: tuple[str, ...] = ()) -> Path:
+    """shapes.csv: 12 drawn shapes, two captions each, then `extra_lines` as written."""
+    lines = ["image,caption"]
+    for name, rgb in SHAPE_COLOURS.items():
+        for shape in SHAPES:
+            file = f"{name}_{shape}.png"
+            draw_shape(root / file, rgb, shape)
+            lines += [f"{file},a {name} {shape}", f"{file},a {shape} coloured {name}"]
+    (root / "shapes.csv").write_text("\n".join([*lines, *extra_lines]) + "\n")
+    return root / "shapes.csv"

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image, ImageDraw
+from data_fixtures import write_shapes_manifest
+from PIL import Image
 from scipy.stats import spearmanr
 
 from xmodal.cli import main
 
 CHROMIUM = Path("/usr/bin/chromium")
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "black": (0, 0, 0)}
-SHAPES = ("circle", "square", "triangle")
 ALIGNERS = ("relative", "ridge", "linear")
 
 # Records every error, failed resource and CSP violation, then what the page looked like once
@@ -48,29 +47,11 @@ addEventListener("load", () => {
 </script>"""
 
 
-def _draw(path, colour, shape):
-    im = Image.new("RGB", (64, 64), "white")
-    d = ImageDraw.Draw(im)
-    if shape == "circle":
-        d.ellipse((12, 12, 52, 52), fill=colour)
-    elif shape == "square":
-        d.rectangle((12, 12, 52, 52), fill=colour)
-    else:
-        d.polygon([(32, 8), (56, 56), (8, 56)], fill=colour)
-    im.save(path)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real run folder written by `xmodal gap` plus its report; returns (folder, stdout)."""
     root = tmp_path_factory.mktemp("gap_run")
-    lines = ["image,caption"]
-    for name, rgb in COLOURS.items():
-        for shape in SHAPES:
-            _draw(root / f"{name}_{shape}.png", rgb, shape)
-            file = f"{name}_{shape}.png"
-            lines += [f"{file},a {name} {shape}", f"{file},a {shape} coloured {name}"]
-    (root / "shapes.csv").write_text("\n".join(lines) + "\n")
+    write_shapes_manifest(root)
     config = {
         "name": "shapes-gap",
         "datasets": [

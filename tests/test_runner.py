@@ -6,52 +6,24 @@ import json
 import numpy as np
 import pytest
 import yaml
-from PIL import Image, ImageDraw
+from data_fixtures import write_shapes_manifest
 
 from xmodal.cli import main
 from xmodal.experiments import load_config, run_experiment
-
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 180, 30),
-    "blue": (30, 60, 220),
-    "yellow": (240, 220, 20),
-}
-SHAPES = ("circle", "square", "triangle")
-
-
-def _draw(path, colour, shape):
-    im = Image.new("RGB", (64, 64), "white")
-    d = ImageDraw.Draw(im)
-    box = (12, 12, 52, 52)
-    if shape == "circle":
-        d.ellipse(box, fill=colour)
-    elif shape == "square":
-        d.rectangle(box, fill=colour)
-    else:
-        d.polygon([(32, 8), (56, 56), (8, 56)], fill=colour)
-    im.save(path)
 
 
 @pytest.fixture(scope="module")
 def shapes_manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
-    lines = ["image,caption"]
-    for name, rgb in COLOURS.items():
-        for shape in SHAPES:
-            file = f"{name}_{shape}.png"
-            _draw(root / file, rgb, shape)
-            lines += [f"{file},a {name} {shape}", f"{file},a {shape} coloured {name}"]
     (root / "empty.png").write_bytes(b"")
     (root / "text.png").write_text("not an image")
-    lines += [
+    bad = (
         "empty.png,an empty file",
         "text.png,a text file",
         "gone.png,a missing file",
         "red_circle.png,an unquoted, comma",  # one field too many: a malformed row
-    ]
-    (root / "shapes.csv").write_text("\n".join(lines) + "\n")
-    return root / "shapes.csv"
+    )
+    return write_shapes_manifest(root, bad)
 
 
 def _config(tmp_path, manifest, aligners):
