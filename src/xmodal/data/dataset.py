@@ -87,20 +87,6 @@ class Dataset:
             given_splits={k: v for k, v in self.given_splits.items() if k in keep},
         )
 
-    def without_images(self, image_ids: Iterable[str], reason: str) -> Dataset:
-        """Drop images (e.g. undecodable ones) and their captions, recording why."""
-        drop = set(image_ids)
-        kept = self.subset(im.id for im in self.images if im.id not in drop)
-        kept.problems = list(self.problems)
-        n_caps = sum(c.image_id in drop for c in self.captions)
-        if drop:
-            kept.problems.append(
-                Problem(
-                    self.name, f"{len(drop)} image(s) and {n_caps} caption(s) dropped: {reason}"
-                )
-            )
-        return kept
-
     def summary(self) -> dict[str, int]:
         per_image = np.bincount(self.caption_image, minlength=len(self.images))
         return {

@@ -54,11 +54,6 @@ def _load_builtins() -> None:
     from xmodal.encoders import builtin  # noqa: F401
 
 
-def known_specs() -> dict[str, list[str]]:
-    _load_builtins()
-    return {"image": sorted(IMAGE), "text": sorted(TEXT), "pair": sorted(PAIR)}
-
-
 def _build(spec: str, table: dict, side: int, role: str, device: str | None):
     _load_builtins()
     prefix, args = _split(spec)
