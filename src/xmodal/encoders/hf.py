@@ -27,6 +27,7 @@ class VisionLanguageModel(ABC):
     """One loaded model that embeds images and texts into a shared space of size `dim`."""
 
     dim: int
+    device: str
 
     @abstractmethod
     def preprocess(self, image) -> torch.Tensor:
@@ -46,6 +47,7 @@ class SharedImageEncoder(ImageEncoder):
 
     def __init__(self, spec: str, model: VisionLanguageModel):
         self.spec, self.model, self.dim = spec, model, model.dim
+        self.device = model.device  # so the pipeline pins batches bound for a GPU
 
     def preprocess(self, image) -> torch.Tensor:
         return self.model.preprocess(image)
