@@ -11,6 +11,7 @@ from xmodal.experiments.tables import markdown_table
 
 TRAINING_FREE = {"identity", "center", "ridge", "procrustes", "cca", "relative"}
 LEARNED_METRICS = {"mlp_scorer", "bilinear"}
+PROJECTIONS = {"linear", "mlp"}
 
 
 def _fmt(row: dict[str, Any], col: str = "rsum") -> str:
@@ -51,11 +52,7 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
             f"Best metric per trained aligner ({n} aligner/loss settings): {tally}. "
             f"{ranked[0][0]} wins most often."
         )
-    cosine = [
-        r
-        for r in summary
-        if r["metric"] == "cosine" and r.get("kind") not in TRAINING_FREE | LEARNED_METRICS
-    ]
+    cosine = [r for r in summary if r["metric"] == "cosine" and r.get("kind") in PROJECTIONS]
     learned = [r for r in summary if r.get("kind") in LEARNED_METRICS]
     if cosine and learned:
         best_c = max(cosine, key=lambda r: r["rsum"])
