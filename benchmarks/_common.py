@@ -76,3 +76,23 @@ def report(rows: list[dict[str, Any]]) -> str:
     results = [r for r in rows if "goal" not in r]
     goals = [r for r in rows if "goal" in r]
     return markdown_table(results) + ("\n\n" + markdown_table(goals) if goals else "")
+
+
+def case_cli(
+    doc: str,
+    main: Callable[[bool], list[dict[str, Any]]],
+    run_one: Callable[[dict[str, Any]], dict[str, Any]],
+    quick_help: str,
+) -> None:
+    """The command line of a bench script whose cases run in subprocesses (see run_case):
+    `--case JSON` measures one case and prints it as JSON; otherwise the whole table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one measurement, JSON
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_one(json.loads(args.case))))
+        return
+    print(report(main(args.quick)))

@@ -15,16 +15,13 @@ less sensitive to that load.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import report, run_case
+from _common import case_cli, run_case
 
 GOAL_RATIO = 0.9
 #: (label, model, keep freed memory, batch size, torch threads or 0 for torch's default)
@@ -119,11 +116,4 @@ def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="96 images, two steps")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one step, JSON
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(run_one(json.loads(args.case))))
-        sys.exit()
-    print(report(main(args.quick)))
+    case_cli(__doc__, main, run_one, "96 images, two steps")

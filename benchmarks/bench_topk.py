@@ -13,13 +13,10 @@ on a subset of queries and are scaled linearly (the `note` column says so).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from typing import Any
 
 import numpy as np
-from _common import best_time, gaussian, peak_rss_mb, report, run_case
+from _common import best_time, case_cli, gaussian, peak_rss_mb, run_case
 
 K = 10
 SCALES = {"coco-5k": (25_000, 5_000, 512), "gallery-1m": (300, 1_000_000, 384)}
@@ -176,11 +173,4 @@ def scale_goals(scale: str, t: dict, rows: list[dict], peak: float, work: float)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one measurement, JSON
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(run_one(json.loads(args.case))))
-        sys.exit()
-    print(report(main(args.quick)))
+    case_cli(__doc__, main, run_one, "small sizes (a minute or two)")
