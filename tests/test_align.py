@@ -54,6 +54,10 @@ KINDS = {
         {"members": [{"kind": "cca", "dim": 8}, {"kind": "linear", "dim": 8, **FAST}]},
         16,
     ),
+    "ensemble-csls": (  # fused vectors plus the CSLS column
+        {"members": [{"kind": "cca", "dim": 8}, {"kind": "ridge", "weight": 2}], "csls": 5},
+        8 + D_IMAGE + 1,
+    ),
 }
 #: kinds that compare the modalities in one space as given
 SHARED_SPACE = {"identity", "center"}
@@ -210,8 +214,52 @@ def test_ensemble_fuses_its_members_standardised_scores():
     np.testing.assert_allclose(fused, expect / 2, rtol=1e-5, atol=1e-5)
 
 
+def test_ensemble_weights_members():
+    members = [{"kind": "cca", "dim": 8, "weight": 3}, {"kind": "ridge", "weight": 1}]
+    aligner = build_aligner("ensemble", members=members).fit(TRAIN)
+    data = aligner.transform(TEST)
+    fused = aligner.scorer()(data.texts, data.images)
+    parts = []
+    for member, (mean, std) in zip(aligner.members_, aligner.scales_, strict=True):
+        part = member.transform(TEST)
+        parts.append((member.scorer()(part.texts, part.images) - mean) / std)
+    np.testing.assert_allclose(fused, (3 * parts[0] + parts[1]) / 4, rtol=1e-5, atol=1e-5)
+
+
+def test_csls_subtracts_mean_scores_of_nearest_training_items():
+    plain = build_aligner("ensemble", members=[{"kind": "cca", "dim": 8}]).fit(TRAIN)
+    csls = build_aligner("ensemble", members=[{"kind": "cca", "dim": 8}], csls=7).fit(TRAIN)
+    p, c = plain.transform(TEST), csls.transform(TEST)
+    s = plain.scorer()(p.texts, p.images).astype(np.float64)
+    bank_t, bank_i = plain.transform_texts(TRAIN.texts), plain.transform_images(TRAIN.images)
+    r_image = np.sort(plain.scorer()(bank_t, p.images), axis=0)[-7:].mean(0)
+    r_text = np.sort(plain.scorer()(p.texts, bank_i), axis=1)[:, -7:].mean(1)
+    want = s - 0.5 * (r_text[:, None] + r_image[None, :])
+    np.testing.assert_allclose(csls.scorer()(c.texts, c.images), want, rtol=1e-4, atol=1e-4)
+    # blocks of queries score the same as the whole
+    halves = [csls.scorer()(c.texts[:9], c.images), csls.scorer()(c.texts[9:], c.images)]
+    np.testing.assert_allclose(np.concatenate(halves), want, rtol=1e-4, atol=1e-4)
+
+
+def test_csls_reduces_hubness_on_a_hub():
+    # 12 images on the axes and a hub image along the diagonal that every caption leans to:
+    # plain cosine puts the hub first for every caption, CSLS discounts it
+    hub = np.full((1, D_IMAGE), 1 / np.sqrt(D_IMAGE), np.float32)
+    images = np.concatenate([np.eye(D_IMAGE, dtype=np.float32)[:12], hub])
+    data = Embedded(images, images[:12] + 1.5 * hub, np.arange(12))
+    shared = [{"kind": "identity"}]
+    plain = build_aligner("ensemble", members=shared).fit(data)
+    fixed = build_aligner("ensemble", members=shared, csls=3).fit(data)
+    assert evaluate(plain.transform(data), plain.scorer())["t2i_R@1"] == 0
+    assert evaluate(fixed.transform(data), fixed.scorer())["t2i_R@1"] == 100
+
+
 def test_ensemble_rejects_bad_members():
     with pytest.raises(ValueError, match="needs `members`"):
         build_aligner("ensemble")
     with pytest.raises(ValueError, match="other than ensemble"):
         build_aligner("ensemble", members=[{"kind": "ensemble"}])
+    with pytest.raises(ValueError, match="weight must be a positive"):
+        build_aligner("ensemble", members=[{"kind": "ridge", "weight": 0}])
+    with pytest.raises(ValueError, match="neighbour count"):
+        build_aligner("ensemble", members=[{"kind": "ridge"}], csls=-1)

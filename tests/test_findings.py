@@ -54,3 +54,19 @@ def test_statements_quote_the_numbers_and_select_on_validation():
     # ridge has the best validation RSUM although its test RSUM is lower: validation decides
     assert "Selected on validation RSUM (300.0): ridge / cosine" in text
     assert findings_markdown(summarize(ROWS)).count("\n| d | e |") == 6
+
+
+def test_grid_effects_compare_the_settings_of_one_grid():
+    rows = [
+        _row("fusion[csls=0]", "ensemble", "cosine", 0, 360, 360),
+        _row("fusion[csls=0]", "ensemble", "cosine", 1, 362, 360),
+        _row("fusion[csls=10]", "ensemble", "cosine", 0, 380, 370),
+        _row("fusion[csls=10]", "ensemble", "cosine", 1, 378, 370),
+        _row("fusion[csls=10]", "ensemble", "euclidean", 0, 500, 370),  # other metric: ignored
+        _row("lonely[x=1]", "ensemble", "cosine", 0, 100, 100),  # one setting: nothing to say
+    ]
+    text = [s for s in findings(summarize(rows)) if s.startswith("Grid")]
+    assert text == [
+        "Grid fusion / cosine: best csls=10 (RSUM 379.0 ± 1.4), worst csls=0 "
+        "(RSUM 361.0 ± 1.4), +18.0."
+    ]

@@ -44,8 +44,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: no aligner named {args.aligner!r}; have {labels}")
     acfg = config.aligners[labels.index(args.aligner)]
     metric = args.metric or (acfg.metrics or config.metrics)[0]
-    splits = _prepared(config, not args.quiet).splits
-    aligner = fit_aligner(acfg, metric, args.seed, splits, progress=not args.quiet)
+    prep = _prepared(config, not args.quiet)
+    splits = prep.splits
+    aligner = fit_aligner(acfg, metric, args.seed, splits, not args.quiet, prep.encoder)
     aligner.save(args.out)
     val = splits["val"]
     if len(val.texts):

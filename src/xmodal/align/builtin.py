@@ -2,6 +2,7 @@
 
 from xmodal.align import (  # noqa: F401
     closed_form,
+    conse,
     ensemble,
     identity,
     learned_metric,

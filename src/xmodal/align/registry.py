@@ -28,10 +28,27 @@ def build_aligner(kind: str, **params: Any) -> Aligner:
 
 
 def accepts(kind: str, param: str) -> bool:
-    """Whether an aligner kind takes this constructor parameter (e.g. `seed`, `progress`)."""
+    """Whether an aligner kind takes this constructor parameter (e.g. `seed`, `progress`):
+    a named one, or one its `**kwargs` are declared to take (`keyword_params`)."""
     import inspect
 
     from xmodal.align import builtin  # noqa: F401
 
-    params = inspect.signature(ALIGNERS[kind].__init__).parameters
-    return param in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    cls = ALIGNERS[kind]
+    return param in inspect.signature(cls.__init__).parameters or param in getattr(
+        cls, "keyword_params", ()
+    )
+
+
+#: what a run knows and an aligner may take: its seed, whether to show progress, and the specs
+#: of the encoders that made the vectors (for aligners that use the models themselves)
+RUNTIME_PARAMS = ("seed", "progress", "image_encoder", "text_encoder")
+
+
+def with_runtime(kind: str, params: dict[str, Any], **runtime: Any) -> dict[str, Any]:
+    """`params` plus each runtime value the kind accepts and the user did not set."""
+    unknown = set(runtime) - set(RUNTIME_PARAMS)
+    if unknown:
+        raise TypeError(f"not runtime parameters: {sorted(unknown)}")
+    extra = {k: v for k, v in runtime.items() if k not in params and accepts(kind, k)}
+    return {**params, **extra}

@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -70,6 +70,8 @@ class TorchAligner(Aligner):
 
     #: False for aligners whose scorer is a learned network (no regression loss for them)
     supports_mse: bool = True
+    #: what the `**training` keyword arguments take
+    keyword_params: ClassVar[frozenset[str]] = frozenset(f.name for f in fields(TrainOptions))
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,27 @@ def keep_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES)
 
 
+@dataclass(frozen=True)
+class ClassifierHead:
+    """The linear classifier an image encoder was trained with, on its own output vectors:
+    logits = vectors @ weight.T + bias, one named class per row of `weight`."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.weight.ndim != 2 or self.weight.shape[0] != n or self.bias.shape != (n,):
+            raise ValueError(
+                f"classifier head: weight {self.weight.shape}, bias {self.bias.shape} and "
+                f"{n} labels disagree"
+            )
+
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        return np.asarray(vectors, np.float32) @ self.weight.T + self.bias
+
+
 class ImageEncoder(ABC):
     """Turns image files into float32 vectors of size `dim`."""
 
@@ -85,6 +107,11 @@ class ImageEncoder(ABC):
     @property
     def fingerprint(self) -> str:
         return f"image:{self.spec}:{self.preprocessing}"
+
+    def classifier(self) -> ClassifierHead | None:
+        """The pretrained classifier on top of `encode_images` vectors, when the model has one
+        (its class names give images a meaning in text space: see the `conse` aligner)."""
+        return None
 
     @abstractmethod
     def preprocess(self, image) -> torch.Tensor:

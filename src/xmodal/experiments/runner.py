@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from xmodal.align.base import Aligner
-from xmodal.align.registry import accepts, build_aligner
+from xmodal.align.registry import build_aligner, with_runtime
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
 from xmodal.embeddings import Embedded
@@ -55,7 +55,7 @@ class Prepared:
     """One dataset x encoder pair, embedded and split, plus the problems met on the way."""
 
     dataset: str
-    encoder: str
+    encoder: EncoderConfig
     whole: EmbeddedDataset
     parts: dict[str, EmbeddedDataset]
     problems: list[Problem]
@@ -88,7 +88,7 @@ def prepare(
             }
             yield Prepared(
                 dcfg.label,
-                ecfg.label,
+                ecfg,
                 embedded,
                 embedded.split(dcfg.split.fractions(), dcfg.split.seed),
                 embedded.dataset.problems,
@@ -102,10 +102,14 @@ def fit_aligner(
     seed: int,
     splits: dict[str, Embedded],
     progress: bool = False,
+    encoders: EncoderConfig | None = None,
 ) -> Aligner:
-    """Build one aligner of a config entry and fit it on train (val for model selection)."""
+    """Build one aligner of a config entry and fit it on train (val for model selection).
+    `encoders` names the pair that made the vectors, for aligners that use the models."""
     runtime = {"seed": seed, "progress": progress}
-    params = {k: v for k, v in runtime.items() if accepts(acfg.kind, k)} | acfg.params
+    if encoders is not None:
+        runtime |= {"image_encoder": encoders.image, "text_encoder": encoders.text}
+    params = with_runtime(acfg.kind, acfg.params, **runtime)
     aligner = build_aligner(acfg.kind, metric=metric, **params)
     val = splits.get("val")
     return aligner.fit(splits["train"], val if val is not None and len(val.texts) else None)
@@ -121,13 +125,14 @@ def run_experiment(
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
-        _save_test_split(split_path(folder, prep.dataset, prep.encoder), prep.parts["test"])
+        encoder = prep.encoder.label
+        _save_test_split(split_path(folder, prep.dataset, encoder), prep.parts["test"])
         splits = prep.splits
-        context = {"dataset": prep.dataset, "encoder": prep.encoder, **_sizes(splits)}
+        context = {"dataset": prep.dataset, "encoder": encoder, **_sizes(splits)}
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         for acfg in config.aligners:
-            rows += _fit_and_evaluate(acfg, config, splits, context, folder, progress)
+            rows += _fit_and_evaluate(acfg, config, prep, context, folder, progress)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
     (folder / "findings.md").write_text(findings_markdown(summary))
@@ -140,16 +145,16 @@ def run_experiment(
 def _fit_and_evaluate(
     acfg: AlignerConfig,
     config: ExperimentConfig,
-    splits: dict[str, Embedded],
+    prep: Prepared,
     context: dict[str, Any],
     folder: Path,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    rows = []
+    rows, splits = [], prep.splits
     for metric in acfg.metrics or config.metrics:
         for seed in acfg.seeds or config.seeds:
             t = time.perf_counter()
-            aligner = fit_aligner(acfg, metric, seed, splits, progress)
+            aligner = fit_aligner(acfg, metric, seed, splits, progress, prep.encoder)
             fit_s = time.perf_counter() - t
             test = aligner.transform(splits["test"])
             scores = evaluate(test, aligner.scorer(), config.ks)
