@@ -1,6 +1,6 @@
 """Findings are stated from the numbers: metric wins, learned vs cosine, selection by validation."""
 
-from xmodal.experiments.findings import findings, findings_markdown, metric_wins
+from xmodal.experiments.findings import findings, findings_lines, findings_markdown, metric_wins
 from xmodal.experiments.tables import summarize
 
 
@@ -70,3 +70,13 @@ def test_grid_effects_compare_the_settings_of_one_grid():
         "Grid fusion / cosine: best csls=10 (RSUM 379.0 ± 1.4), worst csls=0 "
         "(RSUM 361.0 ± 1.4), +18.0."
     ]
+
+
+def test_findings_never_compare_rows_of_different_datasets():
+    other = [{**r, "dataset": "d2", "rsum": r["rsum"] + 100} for r in ROWS]
+    lines = findings_lines(summarize(ROWS + other))
+    assert lines.count("### d / e") == 1 and lines.count("### d2 / e") == 1
+    d_block = lines[lines.index("### d / e") : lines.index("### d2 / e")]
+    assert any("Selected on validation RSUM (300.0): ridge / cosine" in s for s in d_block)
+    assert not any("350.0" in s for s in d_block)  # d2's ridge RSUM stays in d2's block
+    assert findings_lines(summarize(ROWS))[0].startswith("- Best metric")  # one pair: no header

@@ -9,14 +9,13 @@ from pathlib import Path
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from xmodal.experiments import load_config, run_experiment
-    from xmodal.experiments.findings import findings
+    from xmodal.experiments.findings import findings_lines
     from xmodal.experiments.tables import markdown_table
 
     config = load_config(args.config)
     result = run_experiment(config, out_dir=args.out, progress=not args.quiet)
     print(markdown_table(result.summary))
-    for line in findings(result.summary):
-        print(f"- {line}")
+    print("\n".join(findings_lines(result.summary)))
     print(f"\nrun folder: {result.folder}")
     if result.problems:
         print(f"{len(result.problems)} input(s) skipped: see {result.folder / 'problems.jsonl'}")

@@ -104,19 +104,21 @@ class Ensemble(Aligner):
         return np.concatenate([m.transform_texts(y) for m in self.members_], axis=1)
 
     def transform_images(self, x: np.ndarray) -> np.ndarray:
-        fused = self._fused_images(x)
-        if not self.csls:
-            return fused
-        score = self._fused_scorer()
-        r = _blocked(lambda g: _top_mean(score(self.bank_texts_, g), self.csls, axis=0), fused)
-        return np.concatenate([fused, r[:, None]], axis=1)
+        return self._with_csls(self._fused_images(x), images=True)
 
     def transform_texts(self, y: np.ndarray) -> np.ndarray:
-        fused = self._fused_texts(y)
+        return self._with_csls(self._fused_texts(y), images=False)
+
+    def _with_csls(self, fused: np.ndarray, images: bool) -> np.ndarray:
+        """With CSLS on, each row gains r: its mean fused score with its `csls` nearest
+        training items of the other modality."""
         if not self.csls:
             return fused
-        score = self._fused_scorer()
-        r = _blocked(lambda q: _top_mean(score(q, self.bank_images_), self.csls, axis=1), fused)
+        score, k = self._fused_scorer(), self.csls
+        if images:
+            r = _blocked(lambda g: _top_mean(score(self.bank_texts_, g), k, axis=0), fused)
+        else:
+            r = _blocked(lambda q: _top_mean(score(q, self.bank_images_), k, axis=1), fused)
         return np.concatenate([fused, r[:, None]], axis=1)
 
     def _fused_scorer(self) -> Scorer:

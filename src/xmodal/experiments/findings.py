@@ -111,12 +111,26 @@ def _setting(row: dict[str, Any]) -> str:
     return row["aligner"].partition("[")[2].rstrip("]")
 
 
+def findings_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """`findings` as markdown bullets, one block per dataset x encoder pair: statements never
+    compare rows of different splits or encoders."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in summary:
+        groups[(row["dataset"], row["encoder"])].append(row)
+    lines = []
+    for (dataset, encoder), rows in groups.items():
+        if len(groups) > 1:
+            lines += ["", f"### {dataset} / {encoder}", ""]
+        lines += [f"- {s}" for s in findings(rows)]
+    return lines
+
+
 def findings_markdown(summary: list[dict[str, Any]]) -> str:
     ordered = sorted(summary, key=lambda r: -r["rsum"])
     lines = [
         "# Findings",
         "",
-        *[f"- {s}" for s in findings(summary)],
+        *findings_lines(summary),
         "",
         "## All configurations (test split, mean ± std over seeds, best first)",
         "",
