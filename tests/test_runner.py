@@ -10,6 +10,7 @@ from data_fixtures import write_shapes_manifest
 
 from xmodal.cli import main
 from xmodal.experiments import load_config, run_experiment
+from xmodal.experiments.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,50 @@ def test_same_config_same_numbers(tmp_path, shapes_manifest):
     keys = ("t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum")
     assert [[r[k] for k in keys] for r in first] == [[r[k] for k in keys] for r in second]
     assert np.isfinite([r["rsum"] for r in first]).all()
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
+    tmp_path, shapes_manifest, monkeypatch, capsys
+):
+    from xmodal.experiments import runner
+
+    path = _config(tmp_path, shapes_manifest, [{"kind": "linear", "epochs": 10}])
+    config = load_config(path).model_copy(update={"seeds": [0, 1]})  # 2 metrics x 2 seeds
+    whole = run_experiment(config, out_dir=tmp_path / "whole", progress=False).rows
+
+    calls = []
+    real_fit = runner.fit_aligner
+
+    def fit_then_stop(*args, **kwargs):
+        calls.append(args[1:3])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the third fit never finishes
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit_aligner", fit_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, out_dir=tmp_path / "cut", progress=False)
+    (folder,) = (tmp_path / "cut").iterdir()
+    with open(folder / runner.ROW_LOG, "a") as log:
+        log.write('{"dataset": "shap')  # a line cut short as the process died
+    calls.clear()
+    monkeypatch.setattr(
+        runner, "fit_aligner", lambda *a, **k: calls.append(a[1:3]) or real_fit(*a, **k)
+    )
+    assert main(["run", "--resume", str(folder), "--quiet"]) == 0
+    assert calls == [("manhattan", 0), ("manhattan", 1)]  # only the unfinished fits ran
+
+    resumed = json.loads((folder / "results.json").read_text())["runs"]
+    keys = ("aligner", "metric", "seed", "t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum", "model")
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
+    logged = [json.loads(line) for line in (folder / runner.ROW_LOG).read_text().splitlines()]
+    assert sorted(r["model"] for r in logged) == sorted(r["model"] for r in whole)
+    assert json.loads((folder / "run.json").read_text())["fits_reused_from_an_interrupted_run"] == 2
+
+    other = config.model_copy(update={"seeds": [0]})
+    with pytest.raises(ConfigError, match="differs in: seeds"):
+        run_experiment(other, progress=False, resume=folder)
 
 
 @pytest.mark.slow

@@ -12,8 +12,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from xmodal.experiments.findings import findings_lines
     from xmodal.experiments.tables import markdown_table
 
-    config = load_config(args.config)
-    result = run_experiment(config, out_dir=args.out, progress=not args.quiet)
+    if args.config is None and args.resume is None:
+        raise ValueError("give a CONFIG to run, or --resume RUN_DIR")
+    config = load_config(args.config or Path(args.resume) / "config.yaml")
+    result = run_experiment(config, args.out, not args.quiet, resume=args.resume)
     print(markdown_table(result.summary))
     print("\n".join(findings_lines(result.summary)))
     print(f"\nrun folder: {result.folder}")
@@ -173,8 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the experiment grid of a YAML config")
-    run.add_argument("config", help="experiment config (YAML)")
+    run.add_argument("config", nargs="?", help="experiment config (YAML)")
     run.add_argument("--out", help="where the run folder goes (default: the config runs_dir)")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish an interrupted run in its folder: finished fits are reused",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 

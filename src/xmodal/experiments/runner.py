@@ -4,12 +4,17 @@ The run folder holds results.csv / results.json / results.md (one row per fitted
 mean +- std summary over seeds), the resolved config, versions, seeds, timings and every
 skipped input (problems.jsonl). Only the test split is evaluated for the results; the
 validation split serves model selection inside the aligners.
+
+Each fit appends its row to rows.jsonl as soon as its model is saved, so an interrupted run
+resumes (`run_experiment(..., resume=RUN_DIR)`, `xmodal run --resume RUN_DIR`): finished fits
+are reused, the others run, and no row is lost or counted twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -30,6 +35,7 @@ from xmodal.embeddings import Embedded
 from xmodal.encoders.registry import build_pair
 from xmodal.experiments.config import (
     AlignerConfig,
+    ConfigError,
     DatasetConfig,
     EncoderConfig,
     ExperimentConfig,
@@ -115,12 +121,26 @@ def fit_aligner(
     return aligner.fit(splits["train"], val if val is not None and len(val.texts) else None)
 
 
+#: one JSON line per finished fit, appended when its model is saved: what a resumed run reuses
+ROW_LOG = "rows.jsonl"
+
+
 def run_experiment(
-    config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
+    config: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
 ) -> RunResult:
+    """Fit and evaluate every aligner of the config into a new run folder, or, with `resume`,
+    finish an interrupted run in its folder (the config must be the one it ran)."""
     started = time.perf_counter()
-    folder = _new_run_folder(Path(out_dir or config.runs_dir), config.name)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    if resume is None:
+        folder = _new_run_folder(Path(out_dir or config.runs_dir), config.name)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    else:
+        folder = Path(resume)
+        _check_same_config(folder, config)
+    finished = _finished_rows(folder)
     rows, problems, timings = [], [], {}
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
@@ -132,13 +152,14 @@ def run_experiment(
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         for acfg in config.aligners:
-            rows += _fit_and_evaluate(acfg, config, prep, context, folder, progress)
+            rows += _fit_and_evaluate(acfg, config, prep, context, folder, progress, finished)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
     (folder / "findings.md").write_text(findings_markdown(summary))
     write_problems(problems, folder / "problems.jsonl")
     timings["total"] = time.perf_counter() - started
-    _write_run_record(folder, config, timings, len(problems))
+    reused = sum(row["model"] in finished for row in rows)
+    _write_run_record(folder, config, timings, len(problems), reused)
     return RunResult(folder, rows, summary, problems)
 
 
@@ -149,18 +170,22 @@ def _fit_and_evaluate(
     context: dict[str, Any],
     folder: Path,
     progress: bool,
+    finished: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     rows, splits = [], prep.splits
     for metric in acfg.metrics or config.metrics:
         for seed in acfg.seeds or config.seeds:
+            row_id = f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
+            model_path = folder / "models" / f"{slug(row_id)}.safetensors"
+            if (done := finished.get(str(model_path.relative_to(folder)))) is not None:
+                rows.append(done)
+                continue
             t = time.perf_counter()
             aligner = fit_aligner(acfg, metric, seed, splits, progress, prep.encoder)
             fit_s = time.perf_counter() - t
             test = aligner.transform(splits["test"])
             scores = evaluate(test, aligner.scorer(), config.ks)
             scores |= _validation(aligner, splits.get("val"), config.ks)
-            row_id = f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
-            model_path = folder / "models" / f"{slug(row_id)}.safetensors"
             model_path.parent.mkdir(exist_ok=True)
             aligner.save(model_path)
             row = {
@@ -176,8 +201,44 @@ def _fit_and_evaluate(
             }
             if config.geometry:
                 row |= _geometry(test, "aligned")
+            _log_row(folder, row)
             rows.append(row)
     return rows
+
+
+def _check_same_config(folder: Path, config: ExperimentConfig) -> None:
+    try:
+        ran = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{folder}: not a run folder to resume ({e.strerror or e})") from None
+    now = config.model_dump(mode="json")
+    changed = sorted(k for k in {*ran, *now} if ran.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(
+            f"{folder} ran another config (differs in: {', '.join(changed)}); "
+            "resume it with its own config.yaml, or start a new run"
+        )
+
+
+def _finished_rows(folder: Path) -> dict[str, dict[str, Any]]:
+    """Logged rows whose model file exists, by model path. A last line cut short by an
+    interruption is dropped from the log (its fit runs again)."""
+    path = folder / ROW_LOG
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text, encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines()]
+    return {row["model"]: row for row in rows if (folder / row["model"]).exists()}
+
+
+def _log_row(folder: Path, row: dict[str, Any]) -> None:
+    with open(folder / ROW_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _validation(aligner: Aligner, val: Embedded | None, ks: list[int]) -> dict[str, float]:
@@ -236,7 +297,9 @@ def _new_run_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def _write_run_record(folder: Path, config: ExperimentConfig, timings: dict, n_problems: int):
+def _write_run_record(
+    folder: Path, config: ExperimentConfig, timings: dict, n_problems: int, reused: int
+) -> None:
     versions = {}
     for pkg in (
         "xmodal",
@@ -264,5 +327,6 @@ def _write_run_record(folder: Path, config: ExperimentConfig, timings: dict, n_p
         },
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "skipped_inputs": n_problems,
+        "fits_reused_from_an_interrupted_run": reused,
     }
     (folder / "run.json").write_text(json.dumps(record, indent=2))
