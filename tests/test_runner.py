@@ -155,3 +155,16 @@ def test_index_build_and_search_from_the_command_line(tmp_path, shapes_manifest,
     captions = capsys.readouterr().out.strip().splitlines()
     assert len(captions) == 24  # k beyond what one image has: every caption, ranked
     assert main(["search", str(out)]) == 2  # neither a query nor an image
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_rows_as_one(tmp_path, shapes_manifest):
+    aligners = [{"kind": "linear", "epochs": 10}, {"kind": "cca", "dim": 4}]
+    config = load_config(_config(tmp_path, shapes_manifest, aligners))
+    config = config.model_copy(update={"seeds": [0, 1]})
+    one = run_experiment(config, out_dir=tmp_path / "one", progress=False).rows
+    two = run_experiment(config, out_dir=tmp_path / "two", progress=False, jobs=2)
+    keys = ("aligner", "metric", "seed", "t2i_R@1", "i2t_R@1", "t2i_MRR", "i2t_MRR", "rsum")
+    assert [[r[k] for k in keys] for r in two.rows] == [[r[k] for k in keys] for r in one]
+    logged = (two.folder / "rows.jsonl").read_text().splitlines()
+    assert len(logged) == len(one) == 8 and len(list((two.folder / "models").iterdir())) == 8

@@ -15,7 +15,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.config is None and args.resume is None:
         raise ValueError("give a CONFIG to run, or --resume RUN_DIR")
     config = load_config(args.config or Path(args.resume) / "config.yaml")
-    result = run_experiment(config, args.out, not args.quiet, resume=args.resume)
+    result = run_experiment(config, args.out, not args.quiet, args.resume, args.jobs)
     print(markdown_table(result.summary))
     print("\n".join(findings_lines(result.summary)))
     print(f"\nrun folder: {result.folder}")
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="finish an interrupted run in its folder: finished fits are reused",
+    )
+    run.add_argument(
+        "--jobs", type=int, default=1, help="aligners fitted at once, one process each (default 1)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)

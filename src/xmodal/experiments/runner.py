@@ -130,9 +130,14 @@ def run_experiment(
     out_dir: str | Path | None = None,
     progress: bool = True,
     resume: str | Path | None = None,
+    jobs: int = 1,
 ) -> RunResult:
     """Fit and evaluate every aligner of the config into a new run folder, or, with `resume`,
-    finish an interrupted run in its folder (the config must be the one it ran)."""
+    finish an interrupted run in its folder (the config must be the one it ran). `jobs` > 1
+    fits that many aligners at once, each in its own process on one thread: the same numbers
+    as one job."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
     if resume is None:
         folder = _new_run_folder(Path(out_dir or config.runs_dir), config.name)
@@ -151,8 +156,8 @@ def run_experiment(
         context = {"dataset": prep.dataset, "encoder": encoder, **_sizes(splits)}
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
-        for acfg in config.aligners:
-            rows += _fit_and_evaluate(acfg, config, prep, context, folder, progress, finished)
+        shared = FitInputs(splits, prep.encoder, context, config.ks, config.geometry, folder)
+        rows += _run_fits(_grid(config, context), shared, finished, jobs, progress)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
     (folder / "findings.md").write_text(findings_markdown(summary))
@@ -163,47 +168,134 @@ def run_experiment(
     return RunResult(folder, rows, summary, problems)
 
 
-def _fit_and_evaluate(
-    acfg: AlignerConfig,
-    config: ExperimentConfig,
-    prep: Prepared,
-    context: dict[str, Any],
-    folder: Path,
-    progress: bool,
+@dataclass(frozen=True)
+class Fit:
+    """One cell of the grid: an aligner entry under one metric and seed, and its model file
+    (relative to the run folder, which also names the row)."""
+
+    aligner: AlignerConfig
+    metric: Metric
+    seed: int
+    model: str
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What every fit of one dataset x encoder pair shares (sent once to each worker)."""
+
+    splits: dict[str, Embedded]
+    encoder: EncoderConfig
+    context: dict[str, Any]
+    ks: list[int]
+    geometry: bool
+    folder: Path
+
+
+def _grid(config: ExperimentConfig, context: dict[str, Any]) -> list[Fit]:
+    fits = []
+    for acfg in config.aligners:
+        for metric in acfg.metrics or config.metrics:
+            for seed in acfg.seeds or config.seeds:
+                row_id = (
+                    f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
+                )
+                fits.append(Fit(acfg, Metric(metric), seed, f"models/{slug(row_id)}.safetensors"))
+    return fits
+
+
+def _run_fits(
+    fits: list[Fit],
+    shared: FitInputs,
     finished: dict[str, dict[str, Any]],
+    jobs: int,
+    progress: bool,
 ) -> list[dict[str, Any]]:
-    rows, splits = [], prep.splits
-    for metric in acfg.metrics or config.metrics:
-        for seed in acfg.seeds or config.seeds:
-            row_id = f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
-            model_path = folder / "models" / f"{slug(row_id)}.safetensors"
-            if (done := finished.get(str(model_path.relative_to(folder)))) is not None:
-                rows.append(done)
-                continue
-            t = time.perf_counter()
-            aligner = fit_aligner(acfg, metric, seed, splits, progress, prep.encoder)
-            fit_s = time.perf_counter() - t
-            test = aligner.transform(splits["test"])
-            scores = evaluate(test, aligner.scorer(), config.ks)
-            scores |= _validation(aligner, splits.get("val"), config.ks)
-            model_path.parent.mkdir(exist_ok=True)
-            aligner.save(model_path)
-            row = {
-                **context,
-                "aligner": acfg.label,
-                "kind": acfg.kind,
-                "loss": acfg.params.get("loss", ""),
-                "metric": str(Metric(metric)),
-                "seed": seed,
-                **scores,
-                "fit_seconds": round(fit_s, 3),
-                "model": str(model_path.relative_to(folder)),
-            }
-            if config.geometry:
-                row |= _geometry(test, "aligned")
-            _log_row(folder, row)
-            rows.append(row)
-    return rows
+    """The rows of `fits` in grid order: logged ones reused, the others fitted (in `jobs`
+    processes when > 1), each logged as it finishes."""
+    done = {f.model: finished[f.model] for f in fits if f.model in finished}
+    todo = [f for f in fits if f.model not in done]
+
+    def record(fit: Fit, row: dict[str, Any]) -> None:
+        _log_row(shared.folder, row)
+        done[fit.model] = row
+
+    if jobs == 1 or len(todo) < 2:
+        for fit in todo:
+            record(fit, _fit_row(fit, shared, progress))
+    else:
+        _fit_in_processes(todo, shared, jobs, progress, record)
+    return [done[f.model] for f in fits]
+
+
+def _fit_in_processes(todo: list[Fit], shared: FitInputs, jobs: int, progress: bool, record):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    pool = ProcessPoolExecutor(
+        min(jobs, len(todo)),
+        multiprocessing.get_context("spawn"),  # fork would copy torch's and BLAS's thread state
+        initializer=_start_worker,
+        initargs=(shared,),
+    )
+    try:
+        futures = {pool.submit(_fit_in_worker, fit): fit for fit in todo}
+        with tqdm(total=len(todo), desc=f"fits ({jobs} jobs)", disable=not progress) as bar:
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+                bar.update()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+_WORKER_INPUTS: FitInputs | None = None
+
+
+def _start_worker(shared: FitInputs) -> None:
+    """One thread per worker process (torch, BLAS, numba): the processes are the parallelism."""
+    global _WORKER_INPUTS
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    threadpool_limits(1)
+    _WORKER_INPUTS = shared
+
+
+def _fit_in_worker(fit: Fit) -> dict[str, Any]:
+    assert _WORKER_INPUTS is not None, "worker not started by _start_worker"
+    return _fit_row(fit, _WORKER_INPUTS, progress=False)
+
+
+def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
+    """Fit one aligner, evaluate it on test (and val), save its model; its results row."""
+    splits, acfg = shared.splits, fit.aligner
+    t = time.perf_counter()
+    aligner = fit_aligner(acfg, fit.metric, fit.seed, splits, progress, shared.encoder)
+    fit_s = time.perf_counter() - t
+    test = aligner.transform(splits["test"])
+    scores = evaluate(test, aligner.scorer(), shared.ks)
+    scores |= _validation(aligner, splits.get("val"), shared.ks)
+    model_path = shared.folder / fit.model
+    model_path.parent.mkdir(exist_ok=True)
+    aligner.save(model_path)
+    row = {
+        **shared.context,
+        "aligner": acfg.label,
+        "kind": acfg.kind,
+        "loss": acfg.params.get("loss", ""),
+        "metric": str(fit.metric),
+        "seed": fit.seed,
+        **scores,
+        "fit_seconds": round(fit_s, 3),
+        "model": fit.model,
+    }
+    if shared.geometry:
+        row |= _geometry(test, "aligned")
+    return row
 
 
 def _check_same_config(folder: Path, config: ExperimentConfig) -> None:
