@@ -50,6 +50,22 @@ def test_ties_count_against_the_query():
     assert m["t2i_meanr"] == 4.0
 
 
+def test_identical_vectors_tie_exactly_whatever_the_rounding():
+    # images 0 and 1 share one caption text; image 2 has its own. A scorer that rounds by row
+    # position (as BLAS may) must not break the tie between the two identical captions.
+    images = np.eye(3, dtype=np.float32)
+    texts = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32)
+
+    def jittered(t, i):
+        return t @ i.T - 1e-7 * np.arange(len(t))[:, None]  # later rows lose a little
+
+    data = Embedded(images, texts, np.arange(3))
+    assert image_to_text_ranks(data, jittered).tolist() == [2, 2, 1]
+    # duplicated images: the tie between them is exact too, for every caption
+    twins = Embedded(images[[0, 0, 2]], images[[0, 2]], np.array([0, 2]))
+    assert text_to_image_ranks(twins, lambda t, i: jittered(i, t).T).tolist() == [2, 1]
+
+
 def _brute_force(texts, images, caption_image, metric):
     s = reference_scores(texts, images, metric)
     t2i = [1 + int(np.sum(np.delete(s[j], c) >= s[j, c])) for j, c in enumerate(caption_image)]

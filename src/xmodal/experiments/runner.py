@@ -134,8 +134,7 @@ def run_experiment(
 ) -> RunResult:
     """Fit and evaluate every aligner of the config into a new run folder, or, with `resume`,
     finish an interrupted run in its folder (the config must be the one it ran). `jobs` > 1
-    fits that many aligners at once, each in its own process on one thread: the same numbers
-    as one job."""
+    fits that many aligners at once, each in its own process: the same rows as one job."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
@@ -253,15 +252,10 @@ _WORKER_INPUTS: FitInputs | None = None
 
 
 def _start_worker(shared: FitInputs) -> None:
-    """One thread per worker process (torch, BLAS, numba): the processes are the parallelism."""
+    """Keep the shared inputs. Threads are left as in the parent process: each fit trains on
+    one thread anyway, and the same BLAS thread count rounds the same way, so the rows equal
+    those of a one-job run."""
     global _WORKER_INPUTS
-    import numba
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    threadpool_limits(1)
     _WORKER_INPUTS = shared
 
 

@@ -27,12 +27,31 @@ def _block(gallery_size: int, cap: int = 4096) -> int:
     return max(1, min(cap, BLOCK_ELEMENTS // max(1, gallery_size)))
 
 
+def first_identical(x: np.ndarray) -> np.ndarray | None:
+    """For each row, the index of the first row bit-identical to it; None when all differ.
+
+    Identical vectors must score identically, but BLAS may round a row's products differently
+    by its position in the matrix (and by thread count). Ranking copies each group's scores
+    from its first member, so ties between identical vectors (e.g. one caption written for two
+    images) are exact, and count against the query, on any machine.
+    """
+    rows = np.ascontiguousarray(x).reshape(len(x), -1)
+    keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if len(first) == len(x):
+        return None
+    return first[inverse.ravel()]
+
+
 def text_to_image_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
     """1-based rank of each caption's own image among all images."""
     ranks = np.empty(len(data.texts), np.int64)
     block = _block(len(data.images))
+    same = first_identical(data.images)
     for s in range(0, len(data.texts), block):
         scores = scorer(data.texts[s : s + block], data.images)
+        if same is not None:
+            scores = scores[:, same]
         own = data.caption_image[s : s + block]
         correct = scores[np.arange(len(own)), own][:, None]
         ranks[s : s + block] = (scores >= correct).sum(1)  # counts the correct one itself once
@@ -44,9 +63,12 @@ def image_to_text_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
     ranks = np.empty(len(data.images), np.int64)
     owner = data.caption_image
     block = _block(len(data.texts), cap=1024)
+    same = first_identical(data.texts)
     for s in range(0, len(data.images), block):
         # scorers take (texts, images); learned ones are asymmetric, so transpose, don't swap
         scores = scorer(data.texts, data.images[s : s + block]).T
+        if same is not None:
+            scores = scores[:, same]
         rows = np.arange(s, min(s + block, len(data.images)))
         mine = owner[None, :] == rows[:, None]
         best = np.where(mine, scores, -np.inf).max(1, keepdims=True)
