@@ -134,7 +134,9 @@ def run_experiment(
 ) -> RunResult:
     """Fit and evaluate every aligner of the config into a new run folder, or, with `resume`,
     finish an interrupted run in its folder (the config must be the one it ran). `jobs` > 1
-    fits that many aligners at once, each in its own process: the same rows as one job."""
+    fits that many aligners at once, each in its own process with its share of the cores:
+    the same rows as one job, up to float rounding (fewer BLAS threads sum in another order,
+    which can flip a near-tie)."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
@@ -236,7 +238,7 @@ def _fit_in_processes(todo: list[Fit], shared: FitInputs, jobs: int, progress: b
         min(jobs, len(todo)),
         multiprocessing.get_context("spawn"),  # fork would copy torch's and BLAS's thread state
         initializer=_start_worker,
-        initargs=(shared,),
+        initargs=(shared, max(1, (os.cpu_count() or 1) // jobs)),
     )
     try:
         futures = {pool.submit(_fit_in_worker, fit): fit for fit in todo}
@@ -251,11 +253,17 @@ def _fit_in_processes(todo: list[Fit], shared: FitInputs, jobs: int, progress: b
 _WORKER_INPUTS: FitInputs | None = None
 
 
-def _start_worker(shared: FitInputs) -> None:
-    """Keep the shared inputs. Threads are left as in the parent process: each fit trains on
-    one thread anyway, and the same BLAS thread count rounds the same way, so the rows equal
-    those of a one-job run."""
+def _start_worker(shared: FitInputs, threads: int) -> None:
+    """Keep the shared inputs; torch, BLAS and numba get this process's share of the cores
+    (threads left waiting on busy cores spin, and cost more than they add)."""
     global _WORKER_INPUTS
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(threads)
     _WORKER_INPUTS = shared
 
 
