@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -228,7 +228,13 @@ def _run_fits(
     return [done[f.model] for f in fits]
 
 
-def _fit_in_processes(todo: list[Fit], shared: FitInputs, jobs: int, progress: bool, record):
+def _fit_in_processes(
+    todo: list[Fit],
+    shared: FitInputs,
+    jobs: int,
+    progress: bool,
+    record: Callable[[Fit, dict[str, Any]], None],
+) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
