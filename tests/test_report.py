@@ -211,3 +211,17 @@ def test_report_of_a_run_without_geometry_files(run, tmp_path):
     assert "Does the gap predict retrieval?" not in page
     assert "cannot read the saved test split" in page
     assert "<h2>Results</h2>" in page and not _images(page)
+
+
+def test_key_numbers_show_the_configuration_validation_chooses():
+    from xmodal.report.html import chosen_row
+
+    def row(aligner, rsum, **extra):
+        return {"dataset": "d", "encoder": "e", "aligner": aligner, "rsum": rsum, **extra}
+
+    summary = [row("a", 300, val_rsum=290), row("b", 310, val_rsum=280)]
+    assert chosen_row(summary) == (summary[0], "chosen on validation RSUM")  # not test's pick
+    no_val = [row("a", 300), row("b", 310)]
+    assert chosen_row(no_val) == (no_val[1], "best test RSUM (no validation split)")
+    other_pair = [*summary, {**row("c", 500, val_rsum=999), "dataset": "d2"}]
+    assert chosen_row(other_pair)[0]["aligner"] == "a"  # pairs are never compared

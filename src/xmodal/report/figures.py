@@ -76,7 +76,7 @@ def aligned_pictures(row: Mapping[str, Any], d: Embedded, folder: Path) -> list[
         Picture(
             "geometry",
             f"After alignment: {label}",
-            "2-D PCA of the aligned test split (the best row by test RSUM), pairs linked.",
+            "2-D PCA of the aligned test split (the chosen row, first seed), pairs linked.",
             gp.plot_projection(d.images, d.texts, d.caption_image, folder / "pca_aligned_best"),
         )
     ]
@@ -152,5 +152,5 @@ def _top(scores: np.ndarray, k: int = TOP_K) -> np.ndarray:
 def load_row_aligner(run_dir: Path, row: Mapping[str, Any]) -> Aligner:
     path = run_dir / str(row["model"])
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the saved aligner of the best row is missing")
+        raise FileNotFoundError(f"{path}: the saved aligner of the chosen row is missing")
     return load_aligner(path)

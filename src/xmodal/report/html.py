@@ -56,7 +56,7 @@ nav a{color:var(--accent);margin-right:14px;text-decoration:none}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px;margin:12px 0}
 .card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 16px}
 .card .k{color:var(--muted);font-size:13px}.card .v{font-size:28px;font-weight:650}
-.card .t{font-size:19px;font-weight:650;line-height:1.3;padding:5px 0}
+.card .t{font-size:19px;font-weight:650;line-height:1.3;padding:5px 0;overflow-wrap:anywhere}
 .card .d{color:var(--muted);font-size:12px}
 section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:18px 22px;
  margin:18px 0}
@@ -133,9 +133,22 @@ def write_report(
     return path
 
 
-def best_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The row with the highest test RSUM: shown, not selected (the test split picks it)."""
-    return max(rows, key=lambda r: r["rsum"])
+def chosen_row(summary: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], str]:
+    """The configuration a user would pick without looking at test, and how it was picked: the
+    best validation RSUM, as findings.md selects (among the first dataset x encoder pair's
+    rows), or, in a run without a validation split, the best test RSUM."""
+    first = (summary[0]["dataset"], summary[0]["encoder"])
+    rows = [r for r in summary if (r["dataset"], r["encoder"]) == first]
+    with_val = [r for r in rows if "val_rsum" in r]
+    if with_val:
+        return max(with_val, key=lambda r: r["val_rsum"]), "chosen on validation RSUM"
+    return max(rows, key=lambda r: r["rsum"]), "best test RSUM (no validation split)"
+
+
+def _seed_row(run: RunFolder, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The first seed's row of a summary configuration (its saved model draws the pictures)."""
+    key = ("dataset", "encoder", "aligner", "metric")
+    return next((r for r in run.rows if all(r[k] == config[k] for k in key)), None)
 
 
 def make_pictures(run: RunFolder, folder: Path, examples: int, seed: int) -> list[figures.Picture]:
@@ -156,18 +169,18 @@ def make_pictures(run: RunFolder, folder: Path, examples: int, seed: int) -> lis
             d.images, d.texts, d.caption_image
         )
         pictures += figures.raw_pictures(splits[dataset, encoder], label, folder)
-    best = best_row(run.rows) if run.rows else None
+    best = _seed_row(run, chosen_row(run.summary)[0]) if run.summary else None
     split = splits.get((best["dataset"], best["encoder"])) if best else None
     if best and split:
         try:
             aligner = figures.load_row_aligner(run.folder, best)
             d = aligner.transform(split.data)
-            label = f"aligned by {best['aligner']} / {best['metric']} (best row)"
+            label = f"aligned by {best['aligner']} / {best['metric']} (chosen row)"
             run.skipped[label] = skipped_measures(d.images, d.texts, d.caption_image)
             pictures += figures.aligned_pictures(best, d, folder)
             pictures += figures.example_pictures(aligner.scorer(), d, split, folder, examples, seed)
         except (FileNotFoundError, ValueError) as e:
-            run.notes.append(f"some pictures of the best row are missing: {e}")
+            run.notes.append(f"some pictures of the chosen row are missing: {e}")
     pictures += _gap_pictures(run)
     return pictures
 
@@ -224,11 +237,11 @@ def _subtitle(run: RunFolder) -> str:
 
 
 def _cards(run: RunFolder) -> str:
-    """The key numbers: the best configuration by mean test RSUM and its recalls."""
-    best = best_row(run.summary)
-    where = f"{best['encoder']} on {best['dataset']}"
+    """The key numbers: the chosen configuration and its test recalls."""
+    best, how = chosen_row(run.summary)
+    where = f"{how}; {best['encoder']} on {best['dataset']}"
     cards = [  # (label, value, detail, value class: "t" for words, "v" for a number)
-        ("best configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
+        ("configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
         ("text → image R@1", _mean(best, "t2i_R@1"), "% of captions, test split", "v"),
         ("image → text R@1", _mean(best, "i2t_R@1"), "% of images, test split", "v"),
         ("RSUM", _mean(best, "rsum"), "sum of the six recalls, max 600", "v"),
@@ -254,7 +267,10 @@ def _results_section(run: RunFolder) -> str:
     rows = sorted(run.summary, key=lambda r: -r["rsum"])
     cols = [c for c in RECALL if c in rows[0]]
     best = {c: max(r[c] for r in rows) for c in cols}
-    head = ["dataset", "encoder", "aligner", "metric", "seeds"]
+    pairs = {(r["dataset"], r["encoder"]) for r in rows}
+    head = ["aligner", "metric", "seeds"]
+    if len(pairs) > 1:  # one pair is named in the key numbers above: keep the table narrow
+        head = ["dataset", "encoder", *head]
     body = []
     for r in rows:
         cells = [escape(str(r.get(k, ""))) for k in head]
