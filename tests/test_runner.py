@@ -128,6 +128,12 @@ def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
     assert sorted(r["model"] for r in logged) == sorted(r["model"] for r in whole)
     assert json.loads((folder / "run.json").read_text())["fits_reused_from_an_interrupted_run"] == 2
 
+    log = (folder / runner.ROW_LOG).read_text()
+    (folder / runner.ROW_LOG).write_text("garbage\n" + log)
+    with pytest.raises(ValueError, match=r"rows.jsonl:1: not a JSON row"):
+        run_experiment(config, progress=False, resume=folder)
+    (folder / runner.ROW_LOG).write_text(log)
+
     other = config.model_copy(update={"seeds": [0]})
     with pytest.raises(ConfigError, match="differs in: seeds"):
         run_experiment(other, progress=False, resume=folder)

@@ -330,7 +330,12 @@ def _finished_rows(folder: Path) -> dict[str, dict[str, Any]]:
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
         path.write_text(text, encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines()]
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not a JSON row ({e.msg}); remove the line") from None
     return {row["model"]: row for row in rows if (folder / row["model"]).exists()}
 
 
