@@ -14,7 +14,7 @@ GOOD = {
 def test_good_config_gets_defaults():
     c = parse_config(GOOD)
     assert [str(m) for m in c.metrics] == ["cosine"]
-    assert c.seeds == [0] and c.ks == [1, 5, 10]
+    assert c.seeds == [0] and c.ks == [1, 5, 10] and c.jobs == 1
     assert c.datasets[0].split.fractions() == {"train": 0.7, "val": 0.1, "test": 0.2}
 
 
@@ -32,6 +32,7 @@ def test_good_config_gets_defaults():
         ({"aligners": [{"kind": "identity", "bogus_param": 3}]}, "aligners: identity"),
         ({"datasets": []}, "datasets"),
         ({"typo_key": 1}, "typo_key"),
+        ({"jobs": 0}, "jobs"),
     ],
 )
 def test_errors_name_the_key(patch, expected):

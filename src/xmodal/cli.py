@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish an interrupted run in its folder: finished fits are reused",
     )
     run.add_argument(
-        "--jobs", type=int, default=1, help="aligners fitted at once, one process each (default 1)"
+        "--jobs", type=int, help="aligners fitted at once, one process each (default: the config's)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)

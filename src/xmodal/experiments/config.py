@@ -121,6 +121,8 @@ class ExperimentConfig(Strict):
     cache_dir: str = "cache"
     runs_dir: str = "runs"
     device: str | None = None
+    #: aligners fitted at once, one process each (the command line's --jobs overrides it)
+    jobs: int = Field(1, ge=1)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -130,13 +130,14 @@ def run_experiment(
     out_dir: str | Path | None = None,
     progress: bool = True,
     resume: str | Path | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
 ) -> RunResult:
     """Fit and evaluate every aligner of the config into a new run folder, or, with `resume`,
-    finish an interrupted run in its folder (the config must be the one it ran). `jobs` > 1
-    fits that many aligners at once, each in its own process with its share of the cores:
-    the same rows as one job, up to float rounding (fewer BLAS threads sum in another order,
-    which can flip a near-tie)."""
+    finish an interrupted run in its folder (the config must be the one it ran). `jobs`
+    (default: the config's) > 1 fits that many aligners at once, each in its own process with
+    its share of the cores: the same rows as one job, up to float rounding (fewer BLAS threads
+    sum in another order, which can flip a near-tie)."""
+    jobs = config.jobs if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
