@@ -66,6 +66,19 @@ def test_identical_vectors_tie_exactly_whatever_the_rounding():
     assert text_to_image_ranks(twins, lambda t, i: jittered(i, t).T).tolist() == [2, 1]
 
 
+def test_identical_rows_are_found_even_when_hashes_collide(monkeypatch):
+    from xmodal.retrieval import evaluate as ev
+
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    x[4] = x[1]
+    assert ev.first_identical(x).tolist() == [0, 1, 2, 3, 1, 5]
+    assert ev.first_identical(x[:4]) is None
+    # every row hashing alike must not merge different rows
+    monkeypatch.setattr(ev, "_row_hashes", lambda rows, step: np.zeros(len(rows), np.uint64))
+    assert ev.first_identical(x).tolist() == [0, 1, 2, 3, 1, 5]
+    assert ev.first_identical(x[:4]) is None
+
+
 def _brute_force(texts, images, caption_image, metric):
     s = reference_scores(texts, images, metric)
     t2i = [1 + int(np.sum(np.delete(s[j], c) >= s[j, c])) for j, c in enumerate(caption_image)]

@@ -21,6 +21,8 @@ DEFAULT_KS = (1, 5, 10)
 
 #: score-matrix entries per block (64M float32 = 256 MB), so a million captions still fit
 BLOCK_ELEMENTS = 1 << 26
+#: vector entries hashed or compared at a time when looking for identical vectors
+ROW_BLOCK = 1 << 24
 
 
 def _block(gallery_size: int, cap: int = 4096) -> int:
@@ -36,11 +38,26 @@ def first_identical(x: np.ndarray) -> np.ndarray | None:
     images) are exact, and count against the query, on any machine.
     """
     rows = np.ascontiguousarray(x).reshape(len(x), -1)
-    keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    step = max(1, ROW_BLOCK // max(1, rows.shape[1]))
+    _, first, inverse = np.unique(_row_hashes(rows, step), return_index=True, return_inverse=True)
     if len(first) == len(x):
         return None
-    return first[inverse.ravel()]
+    first = first[inverse.ravel()]
+    if all((rows[s : s + step] == rows[first[s : s + step]]).all() for s in range(0, len(x), step)):
+        return first
+    keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()  # a collision
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return None if len(first) == len(x) else first[inverse.ravel()]
+
+
+def _row_hashes(rows: np.ndarray, step: int) -> np.ndarray:
+    """A 64-bit hash of each row's bytes, in integer arithmetic: equal rows hash equally."""
+    words = rows.view(np.uint8).reshape(len(rows), -1)
+    if words.shape[1] % 4 == 0:
+        words = words.view(np.uint32)
+    weights = np.random.default_rng(0).integers(1, 2**63, words.shape[1], np.uint64) | 1
+    blocks = [(words[s : s + step] * weights).sum(axis=1) for s in range(0, len(words), step)]
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.uint64)
 
 
 def text_to_image_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
