@@ -68,6 +68,7 @@ def test_images_become_the_probability_weighted_class_names(encoders):
     np.testing.assert_allclose(aligner.transform_images(x), np.array(want), atol=1e-5)
     texts = np.ones((2, 384), np.float32)
     np.testing.assert_array_equal(aligner.transform_texts(texts), texts)
+    assert aligner.transform_images(x[:0]).shape == (0, 384)
 
 
 def test_zero_shot_ranks_the_right_caption_first(encoders, china):

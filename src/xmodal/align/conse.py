@@ -71,9 +71,8 @@ class ConSE(Aligner):
 
     def transform_images(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        return np.concatenate(
-            [self._semantic(x[s : s + BLOCK]) for s in range(0, len(x), BLOCK)] or [x[:, :0]]
-        )
+        blocks = [self._semantic(x[s : s + BLOCK]) for s in range(0, len(x), BLOCK)]
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.classes_.shape[1]), x.dtype)
 
     def _semantic(self, x: np.ndarray) -> np.ndarray:
         logits = x @ self.weight_.T + self.bias_
