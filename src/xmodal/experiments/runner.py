@@ -241,11 +241,12 @@ def _fit_in_processes(
 
     from tqdm.auto import tqdm
 
+    workers = min(jobs, len(todo))
     pool = ProcessPoolExecutor(
-        min(jobs, len(todo)),
+        workers,
         multiprocessing.get_context("spawn"),  # fork would copy torch's and BLAS's thread state
         initializer=_start_worker,
-        initargs=(shared, max(1, (os.cpu_count() or 1) // jobs)),
+        initargs=(shared, max(1, (os.cpu_count() or 1) // workers)),
     )
     try:
         futures = {pool.submit(_fit_in_worker, fit): fit for fit in todo}
