@@ -67,7 +67,7 @@ def test_identical_vectors_tie_exactly_whatever_the_rounding():
 
 
 def test_identical_rows_are_found_even_when_hashes_collide(monkeypatch):
-    from xmodal.retrieval import evaluate as ev
+    from xmodal.similarity import ranking as ev
 
     x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
     x[4] = x[1]
@@ -108,7 +108,7 @@ def test_matches_brute_force_on_random_data(metric):
 
 
 def test_blocks_give_the_same_ranks(monkeypatch):
-    import xmodal.retrieval.evaluate as ev
+    import xmodal.similarity.ranking as ev
 
     rng = np.random.default_rng(2)
     images = rng.normal(size=(30, 4)).astype(np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -18,9 +18,26 @@ from safetensors.numpy import load_file, save_file
 
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric
+from xmodal.similarity.ranking import Scorer
 
-#: scores texts against images: (n_texts x d, n_images x d) -> n_texts x n_images, higher = closer
-Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a fit may use besides the training pairs and the hyper-parameters: not saved with
+    the model, and never part of `get_params`."""
+
+    seed: int = 0
+    progress: bool = False
+    #: torch device for trained aligners (None: cuda when present, else cpu)
+    device: str | None = None
+    #: validation pairs, for early stopping and model selection only
+    val: Embedded | None = None
+    #: Recall@K cut-offs of the run, and the score that early stopping and selection maximise
+    ks: tuple[int, ...] = (1, 5, 10)
+    primary: str = "rsum"
+    #: specs of the encoders that made the vectors, for aligners that use the models themselves
+    image_encoder: str | None = None
+    text_encoder: str | None = None
 
 
 class Aligner(ABC):

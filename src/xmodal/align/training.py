@@ -27,6 +27,7 @@ from xmodal.align.nets import PairModel, blocked_pair_scores
 from xmodal.embeddings import Embedded
 from xmodal.similarity.differentiable import torch_scores
 from xmodal.similarity.metrics import Metric
+from xmodal.similarity.ranking import retrieval_scores
 
 #: rows per forward pass when transforming a whole split
 TRANSFORM_BLOCK = 8192
@@ -223,9 +224,8 @@ class _Trainer:
             record = {"epoch": epoch + 1, "loss": loss}
             if val is not None and ((epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs):
                 model.eval()
-                from xmodal.retrieval.evaluate import evaluate
-
-                record["val_rsum"] = evaluate(aligner.transform(val), aligner.scorer())["rsum"]
+                scores = retrieval_scores(aligner.transform(val), aligner.scorer())
+                record["val_rsum"] = scores["rsum"]
                 if record["val_rsum"] > best:
                     best, stale = record["val_rsum"], 0
                     best_state = copy.deepcopy(model.state_dict())
