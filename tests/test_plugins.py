@@ -17,6 +17,7 @@ from xmodal.encoders.registry import PAIR
 from xmodal.experiments import run_experiment
 from xmodal.experiments.config import ConfigError, parse_config
 from xmodal.registry import PluginError
+from xmodal.retrieval.index import build_index
 from xmodal.similarity.metrics import METRICS, Metric, get_metric, metric_names
 from xmodal.similarity.ranking import retrieval_scores
 
@@ -80,6 +81,9 @@ def test_plugin_metric_scores_match_its_reference(toy):
     np.testing.assert_allclose(block_scores(q, g, "chebyshev"), ref, rtol=1e-6)
     _, idx = topk(q, g, 4, "chebyshev", block_size=16)
     np.testing.assert_array_equal(idx, np.argsort(-ref, 1, kind="stable")[:, :4])
+    index = build_index("flat", dim=7, metric="chebyshev")
+    index.add(g)
+    np.testing.assert_array_equal(index.search(q, 4)[1], idx)
 
 
 def test_an_experiment_runs_on_plugins_only(toy, tmp_path):
