@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save as safetensors_bytes
 
 from xmodal.embeddings import Embedded
-from xmodal.files import IntegrityError, atomic_path, require_finite, sha256_arrays
+from xmodal.files import IntegrityError, atomic_write_bytes, require_finite, sha256_arrays
 from xmodal.similarity.metrics import Metric
 from xmodal.similarity.ranking import Scorer
 
@@ -178,8 +178,8 @@ class Aligner(ABC):
             "fitted": self.fitted_info(),
             "sha256": sha256_arrays(tensors),
         }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"xmodal": json.dumps(meta)})
+        # bytes first: safetensors' own file writer makes the file private (0600)
+        atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"xmodal": json.dumps(meta)}))
 
 
 def load_aligner(path: str | Path) -> Aligner:
