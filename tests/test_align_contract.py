@@ -217,6 +217,9 @@ def test_garbled_header_unknown_kind_and_non_finite_weights_are_caught(tmp_path)
     save_file(tensors, str(path))
     with pytest.raises(IntegrityError, match="x.safetensors: no xmodal aligner header"):
         load_aligner(path)
+    _write(path, tensors, {"kind": "center", "params": {}})
+    with pytest.raises(IntegrityError, match="x.safetensors: saved without a checksum"):
+        load_aligner(path)
     _write(path, tensors, meta | {"kind": "telepathy"})
     with pytest.raises(IntegrityError, match="x.safetensors: unknown aligner 'telepathy'"):
         load_aligner(path)

@@ -195,8 +195,10 @@ def load_aligner(path: str | Path) -> Aligner:
         meta = json.loads(header) if header is not None else None
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IntegrityError(path, f"not a readable aligner file ({e})") from None
-    if not isinstance(meta, dict) or not {"kind", "params", "sha256"} <= set(meta):
+    if not isinstance(meta, dict) or not {"kind", "params"} <= set(meta):
         raise IntegrityError(path, "no xmodal aligner header (kind, params, checksum)")
+    if "sha256" not in meta:
+        raise IntegrityError(path, "saved without a checksum (an older xmodal): fit and save again")
     if sha256_arrays(tensors) != meta["sha256"]:
         raise IntegrityError(path, "checksum mismatch: the file is corrupt or was changed")
     require_finite(path, tensors)

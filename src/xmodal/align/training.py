@@ -47,6 +47,11 @@ class TorchAligner(Aligner):
     trained = True
     #: False for aligners whose scorer is a learned network (no regression loss for them)
     supports_mse: bool = True
+    #: set by fit: loss (and validation score) per epoch, the kept epoch (None without
+    #: validation), and {"best_epoch", "stopped_epoch"} for the results row
+    history_: list[dict[str, float]]
+    best_epoch_: int | None
+    fit_report_: dict[str, int | None]
 
     def __init__(
         self,
