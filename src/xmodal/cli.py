@@ -47,7 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     metric = args.metric or (acfg.metrics or config.metrics)[0]
     prep = _prepared(config, not args.quiet)
     splits = prep.splits
-    aligner = fit_aligner(acfg, metric, args.seed, splits, not args.quiet, prep.encoder)
+    aligner = fit_aligner(acfg, metric, args.seed, splits, not args.quiet, prep.encoder, config.ks)
     aligner.save(args.out)
     val = splits["val"]
     if len(val.texts):
