@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.files import atomic_write_text
+
 SPLITS = ("train", "val", "test")
 _LAYOUT = re.compile(r"[\t\n\r\v\f]+")  # whitespace controls: become one space
 # any other C0 control or DEL (NUL...) is refused; C1 ones (U+0080-9F) are left alone: they are
@@ -187,7 +189,8 @@ def split_ids(dataset: Dataset, fractions: Mapping[str, float], seed: int) -> di
 
 
 def write_problems(problems: Iterable[Problem], path: Path) -> None:
-    """Problems as JSON lines, one per problem, for the run folder."""
-    with open(path, "w", encoding="utf-8") as f:
-        for p in problems:
-            f.write(json.dumps({"where": p.where, "message": p.message, "action": p.action}) + "\n")
+    """Problems as JSON lines, one per problem, for the run folder (written atomically)."""
+    rows = (
+        json.dumps({"where": p.where, "message": p.message, "action": p.action}) for p in problems
+    )
+    atomic_write_text(path, "".join(f"{row}\n" for row in rows))

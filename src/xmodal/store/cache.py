@@ -4,8 +4,9 @@ Layout: ROOT/<encoder fingerprint slug>/shard-<n>-<uuid>.npz, each shard holding
 (content hashes: of the image file's bytes, or of the caption text), `vectors` and `sha256`
 (the digest of the other two). Only missing keys are encoded, in chunks; every finished chunk is
 written to a temporary file and renamed into place, so a killed run leaves only whole shards and
-the next run resumes where it stopped. The encoder's fingerprint (spec + preprocessing version)
-names the folder, so a change of model or preprocessing never reuses stale vectors.
+the next run resumes where it stopped (and removes the temporary files of writers that died).
+The encoder's fingerprint (spec + preprocessing + decoding version) names the folder, so a change
+of model or preprocessing never reuses stale vectors.
 
 A shard that does not read back as written (truncated, bad CRC, checksum mismatch, NaN) is moved
 aside as `<shard>.corrupt-<time>`, reported, and its items embedded again.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import re
 import time
 import uuid
@@ -62,11 +64,13 @@ def read_shard(path: Path) -> tuple[list[str], np.ndarray]:
         raise IntegrityError(path, "truncated, or not a zip archive")
     try:
         with np.load(path, allow_pickle=False) as z:
+            if absent := sorted({"keys", "vectors", "sha256"} - set(z.files)):
+                why = f"no {' or '.join(absent)} array (not a shard, or one from before checksums)"
+                raise IntegrityError(path, why)
             keys, vectors, digest = z["keys"], z["vectors"], str(z["sha256"])
-    except KeyError as e:
-        why = f"no {e.args[0]} array (not a shard, or one written before shards had checksums)"
-        raise IntegrityError(path, why) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, IntegrityError):
+            raise
         raise IntegrityError(path, f"unreadable ({type(e).__name__}: {e})") from None
     if sha256_arrays({"keys": keys, "vectors": vectors}) != digest:
         raise IntegrityError(path, "checksum mismatch: the shard is corrupt")
@@ -141,6 +145,8 @@ class EmbeddingStore:
         bar = tqdm(total=len(wanted), desc=encoder.fingerprint, unit="item", disable=not progress)
         while True:
             with _locked(folder / ".lock"):
+                if not read:
+                    _sweep_temporaries(folder)
                 self._read_new(folder, cached, read)
                 bar.update(max(0, sum(k in cached or k in failed for k in wanted) - bar.n))
                 missing = [k for k in wanted if k not in cached and k not in failed]
@@ -217,6 +223,25 @@ class EmbeddingStore:
         arrays = {"keys": np.array(keys), "vectors": vectors}
         with atomic_path(final) as tmp, open(tmp, "wb") as f:
             np.savez(f, sha256=np.array(sha256_arrays(arrays)), **arrays)
+
+
+def _sweep_temporaries(folder: Path) -> None:
+    """Remove the temporary shard files of writers killed mid-write (named `.NAME.<pid>.tmp`)."""
+    for tmp in folder.glob(".shard-*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
