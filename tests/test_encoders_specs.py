@@ -86,9 +86,18 @@ def test_hub_revision_reaches_every_download(monkeypatch):
     assert seen[-1] == ("st", "sentence-transformers/all-MiniLM-L6-v2", "main")
 
 
-def test_a_missing_optional_library_names_its_extra():
+def test_a_missing_optional_library_names_its_extra(monkeypatch, capsys):
     with pytest.raises(ImportError, match=r"pip install 'xmodal\[timm\]'"):
         hf.import_optional("xmodal_no_such_module", extra="timm")
+    from xmodal import cli
+
+    def needs_timm(args):
+        hf.import_optional("xmodal_no_such_module", extra="timm")
+
+    monkeypatch.setattr(cli, "_cmd_data_info", needs_timm)
+    assert cli.main(["data", "info", "folder:x"]) == 2  # one line, no traceback
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("xmodal: error: xmodal_no_such_module is not installed: pip install")
 
 
 def test_a_torchvision_built_for_another_torch_says_what_to_install(tmp_path, monkeypatch):

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a full or read-only disk, a missing file: reason and path
         print(f"xmodal: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
-    except (ConfigError, ImageError, ImportError, KeyError, ValueError, RuntimeError) as e:
+    except (ConfigError, ImageError, KeyError, ValueError, RuntimeError) as e:
         print(f"xmodal: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 

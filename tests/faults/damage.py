@@ -6,6 +6,7 @@ import errno
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from xmodal.encoders.base import ImageEncoder, TextEncoder
 
@@ -58,3 +59,30 @@ class MeanColour(ImageEncoder):
 
 
 TEXTS = [f"caption {i}: a small test sentence" for i in range(40)]
+
+
+def tiny_config(tmp_path: Path, aligners: list | None = None) -> Path:
+    """A four-image manifest and a config over it with the real default encoders."""
+    from PIL import Image
+
+    rows = ["image,caption"]
+    for i, colour in enumerate(["red", "green", "blue", "white"]):
+        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
+        rows += [f"{i}.png,a {colour} square", f"{i}.png,something {colour}"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    config = {
+        "name": "tiny",
+        "datasets": [
+            {
+                "source": f"manifest:{tmp_path / 'm.csv'}",
+                "split": {"train": 0.5, "val": 0.0, "test": 0.5},
+            }
+        ],
+        "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
+        "metrics": ["cosine", "euclidean"],
+        "aligners": aligners or [{"kind": "identity"}],
+        "cache_dir": str(tmp_path / "cache"),
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "tiny.yaml"

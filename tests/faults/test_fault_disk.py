@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from damage import TEXTS, Letters, disk_full
+from damage import TEXTS, Letters, disk_full, tiny_config
 
 from xmodal.files import IntegrityError
 from xmodal.retrieval.index import build_index, load_index
@@ -74,37 +73,11 @@ def test_a_full_disk_while_saving_an_index(tmp_path, monkeypatch):
         load_index(tmp_path / "idx")
 
 
-def _tiny_config(tmp_path: Path) -> Path:
-    from PIL import Image
-
-    rows = ["image,caption"]
-    for i, colour in enumerate(["red", "green", "blue", "white"]):
-        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
-        rows += [f"{i}.png,a {colour} square", f"{i}.png,something {colour}"]
-    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    config = {
-        "name": "tiny",
-        "datasets": [
-            {
-                "source": f"manifest:{tmp_path / 'm.csv'}",
-                "split": {"train": 0.5, "val": 0.0, "test": 0.5},
-            }
-        ],
-        "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
-        "metrics": ["cosine"],
-        "aligners": [{"kind": "identity"}],
-        "cache_dir": str(tmp_path / "cache"),
-        "runs_dir": str(tmp_path / "runs"),
-    }
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    return tmp_path / "tiny.yaml"
-
-
 @pytest.mark.slow
 def test_the_cli_says_disk_full_and_where(tmp_path, monkeypatch, capsys):
     from xmodal.cli import main
 
-    config = _tiny_config(tmp_path)
+    config = tiny_config(tmp_path)
     _full_after(monkeypatch, calls=0)
     assert main(["run", str(config), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the model-loading bars

@@ -91,13 +91,18 @@ def torchvision_advice() -> Iterator[None]:
         ) from None
 
 
+class MissingExtra(ImportError, RuntimeError):
+    """An optional library is not installed; the message names the extra that installs it.
+    (A RuntimeError too, so a command reports it in one line like its other failures.)"""
+
+
 def import_optional(module: str, extra: str):
     """Import a library that only some adapters need, saying which extra installs it."""
     try:
         with torchvision_advice():
             return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{module} is not installed: pip install 'xmodal[{extra}]' ({e})") from e
+        raise MissingExtra(f"{module} is not installed: pip install 'xmodal[{extra}]' ({e})") from e
 
 
 def split_model_args(args: tuple[str, ...]) -> tuple[str, str | None]:
