@@ -21,6 +21,7 @@ on the folder's `.lock`, so two runs never claim one key.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -40,6 +41,7 @@ from xmodal.encoders.base import ImageEncoder, OnError, TextEncoder
 from xmodal.files import IntegrityError, atomic_path, require_finite, sha256_arrays
 
 SHARD_SIZE = 512
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def file_key(path: str | Path) -> str:
@@ -137,7 +139,8 @@ class EmbeddingStore:
         progress: bool,
     ) -> np.ndarray:
         folder = self.folder(encoder.fingerprint)
-        (folder / "claims").mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        _sweep_temporaries(folder)
         cached: dict[str, np.ndarray] = {}
         read: set[str] = set()
         wanted = list(dict.fromkeys(keys))  # unique, in order
@@ -145,8 +148,6 @@ class EmbeddingStore:
         bar = tqdm(total=len(wanted), desc=encoder.fingerprint, unit="item", disable=not progress)
         while True:
             with _locked(folder / ".lock"):
-                if not read:
-                    _sweep_temporaries(folder)
                 self._read_new(folder, cached, read)
                 bar.update(max(0, sum(k in cached or k in failed for k in wanted) - bar.n))
                 missing = [k for k in wanted if k not in cached and k not in failed]
@@ -246,7 +247,14 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as f:
+    try:
+        f = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as e:
+        if e.errno not in _READ_ONLY:
+            raise
+        yield  # a read-only cache: reading needs no lock, and writing fails naming its file
+        return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield  # closing the file releases the lock
 
@@ -264,6 +272,7 @@ def _held(claim: Path, f: IO[str]) -> Iterator[None]:
 
 
 def _claim(claims: Path, keys: list[str]) -> contextlib.AbstractContextManager[None]:
+    claims.mkdir(exist_ok=True)
     path = claims / f"{uuid.uuid4().hex}.claim"
     f = open(path, "w")  # noqa: SIM115 - held open (and locked) until the claim ends
     fcntl.flock(f, fcntl.LOCK_EX)
