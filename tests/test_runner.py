@@ -11,6 +11,7 @@ from data_fixtures import write_shapes_manifest
 from xmodal.cli import main
 from xmodal.experiments import load_config, run_experiment
 from xmodal.experiments.config import ConfigError
+from xmodal.experiments.run_folder import RunFolder, rounded
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, out_dir=tmp_path / "cut", progress=False)
     (folder,) = (tmp_path / "cut").iterdir()
-    with open(folder / runner.ROW_LOG, "a") as log:
+    with open(RunFolder(folder).rows, "a") as log:
         log.write('{"dataset": "shap')  # a line cut short as the process died
     calls.clear()
     monkeypatch.setattr(
@@ -123,16 +124,17 @@ def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
 
     resumed = json.loads((folder / "results.json").read_text())["runs"]
     keys = ("aligner", "metric", "seed", "t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum", "model")
-    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
-    logged = [json.loads(line) for line in (folder / runner.ROW_LOG).read_text().splitlines()]
+    # results.json rounds for people (6 significant digits); rows.jsonl keeps every digit
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in rounded(whole)]
+    logged = [json.loads(line) for line in (RunFolder(folder).rows).read_text().splitlines()]
     assert sorted(r["model"] for r in logged) == sorted(r["model"] for r in whole)
     assert json.loads((folder / "run.json").read_text())["fits_reused_from_an_interrupted_run"] == 2
 
-    log = (folder / runner.ROW_LOG).read_text()
-    (folder / runner.ROW_LOG).write_text("garbage\n" + log)
+    log = (RunFolder(folder).rows).read_text()
+    (RunFolder(folder).rows).write_text("garbage\n" + log)
     with pytest.raises(ValueError, match=r"rows.jsonl:1: not a JSON row"):
         run_experiment(config, progress=False, resume=folder)
-    (folder / runner.ROW_LOG).write_text(log)
+    (RunFolder(folder).rows).write_text(log)
 
     other = config.model_copy(update={"seeds": [0]})
     with pytest.raises(ConfigError, match="differs in: seeds"):
