@@ -13,7 +13,6 @@ are reused, the others run, and no row is lost or counted twice.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
 import time
@@ -196,34 +195,26 @@ def run_experiment(
 def _trivial_ks(
     context: dict[str, Any], test: Embedded, ks: list[int], progress: bool
 ) -> list[str]:
-    """Warn of each K at or above a test gallery: its recall is 100 by construction, so it is
-    reported as NaN and left out of RSUM."""
+    """Warn of each K at or above a test gallery: its recall is 100 by construction."""
     out = []
     for direction, gallery in (("t2i", len(test.images)), ("i2t", len(test.texts))):
         big = [k for k in ks if k >= gallery]
         if big:
             out.append(
-                f"{context['dataset']} / {context['encoder']}: {direction} R@{big} not "
-                f"measured: the test gallery holds {gallery} item(s) (NaN, left out of RSUM)"
+                f"{context['dataset']} / {context['encoder']}: {direction} R@{big} is 100 by "
+                f"construction (the test gallery holds {gallery} items): left out of RSUM"
             )
             note(f"warning: {out[-1]}", progress)
     return out
 
 
 def scores(data: Embedded, aligner: Aligner, ks: list[int]) -> dict[str, float]:
-    """Recall@K both ways and RSUM of an aligner on a split; a K at or above a gallery's size
-    says nothing (every item is within it): NaN, and not summed into RSUM."""
+    """Recall@K both ways, MRR, ranks and RSUM of an aligner on a split. A K at or above a
+    gallery's size is 100 whatever the model: it is left out of RSUM."""
     out = evaluate(aligner.transform(data), aligner.scorer(), ks)
-    trivial = [
-        f"{direction}_R@{k}"
-        for direction, gallery in (("t2i", len(data.images)), ("i2t", len(data.texts)))
-        for k in ks
-        if k >= gallery
-    ]
-    if trivial:
-        kept = [c for c in score_columns(ks)[:-1] if c not in trivial]
-        out |= dict.fromkeys(trivial, math.nan)
-        out["rsum"] = sum(out[c] for c in kept) if kept else math.nan
+    out.pop("warnings", None)  # said once per split by the run, not once per fit
+    galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
+    out["rsum"] = sum(out[c] for c in score_columns(ks)[:-1] if int(c[6:]) < galleries[c[:3]])
     return out
 
 
