@@ -170,7 +170,10 @@ def search(
     if (query is None) == (image is None):
         raise ValueError("give a text query or an image (one of the two)")
     found = Collection(collection)
-    return found.search_image(image, k) if image is not None else found.search_text(query, k)
+    if image is not None:
+        return found.search_image(image, k)
+    assert query is not None
+    return found.search_text(query, k)
 
 
 def gap_study(

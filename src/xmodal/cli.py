@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 ALIGNER_HELP = "the aligner's name in the config (or its kind, when it has no name)"
 
@@ -54,7 +55,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_index_build(args: argparse.Namespace) -> int:
     from xmodal import api
 
-    params = dict(_key_value(p) for p in args.param)
+    params: dict[str, Any] = dict(_key_value(p) for p in args.param)
     built = api.build_index(args.config, args.aligner, args.out, args.kind, **_p(args), **params)
     print(
         f"indexed {built.images} images and {built.captions} captions ({built.kind}) "

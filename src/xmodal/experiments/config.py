@@ -48,7 +48,7 @@ class DatasetConfig(Strict):
     source: str = Field(description='"FORMAT:PATH" or "tuxpaint"')
     images: str | None = Field(None, description="image root for formats that need one")
     name: str | None = None
-    split: SplitConfig = Field(default_factory=SplitConfig)
+    split: SplitConfig = Field(default_factory=lambda: SplitConfig.model_validate({}))
     options: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -226,9 +226,9 @@ def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
             _check_source(d.source, d.images)
         except ValueError as e:
             raise ConfigError(f"{where}: datasets.{i}.source: {e}") from None
-    for i, e in enumerate(config.encoders):
+    for i, pair in enumerate(config.encoders):
         for role in ("model", "image", "text"):
-            spec = getattr(e, role)
+            spec = getattr(pair, role)
             if spec is not None and (problem := _unknown_encoder(spec, role)):
                 raise ConfigError(f"{where}: encoders.{i}.{role}: {problem}")
 
@@ -256,7 +256,7 @@ def _unknown_encoder(spec: str, role: str) -> str | None:
     from xmodal.encoders import builtin  # noqa: F401  (registers the built-in encoders)
     from xmodal.encoders.registry import IMAGE, PAIR, TEXT
 
-    known = {"model": PAIR, "image": {**IMAGE, **PAIR}, "text": {**TEXT, **PAIR}}[role]
+    known = set(PAIR) | (set(IMAGE) if role == "image" else set(TEXT) if role == "text" else set())
     prefix = spec.partition(":")[0]
     if prefix in known:
         return None

@@ -124,7 +124,7 @@ def fit_aligner(
 ) -> Aligner:
     """Build one aligner of a config entry and fit it on train (val for model selection).
     `encoders` names the pair that made the vectors, for aligners that use the models."""
-    runtime = {"seed": seed, "progress": progress}
+    runtime: dict[str, Any] = {"seed": seed, "progress": progress}
     if encoders is not None:
         runtime |= {"image_encoder": encoders.image, "text_encoder": encoders.text}
     params = with_runtime(acfg.kind, acfg.params, **runtime)
@@ -318,7 +318,7 @@ def _start_worker(shared: FitInputs, threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     threadpool_limits(threads)
     _WORKER_INPUTS = shared
 

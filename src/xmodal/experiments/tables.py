@@ -27,8 +27,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if isinstance(values[0], str) and len(set(values)) == 1 and col != "model":
                     entry[col] = values[0]  # a label shared by the group, e.g. kind or loss
                 continue
-            entry[col] = float(np.mean(values))
-            entry[f"{col}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            numbers = np.asarray(values, np.float64)
+            entry[col] = float(np.mean(numbers))
+            entry[f"{col}_std"] = float(np.std(numbers, ddof=1)) if len(values) > 1 else 0.0
         out.append(entry)
     return out
 

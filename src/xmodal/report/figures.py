@@ -124,7 +124,7 @@ def example_pictures(
                 [split.captions[t] for t in texts],
                 split.image_paths,
                 t2i,
-                d.caption_image[texts],
+                d.caption_image[texts].tolist(),
                 folder / "examples_t2i",
             ),
         ),

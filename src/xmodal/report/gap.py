@@ -70,7 +70,8 @@ def is_measure(column: str) -> bool:
 def measure_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
     """(varying, constant) gap-measure columns of the rows, in first-seen order."""
     columns = [c for c in dict.fromkeys(k for r in rows for k in r) if is_measure(c)]
-    varying, constant = [], []
+    varying: list[str] = []
+    constant: list[str] = []
     for c in columns:
         values = {round(float(r[c]), 12) for r in rows if _number(r.get(c))}
         (varying if len(values) > 1 else constant).append(c)
@@ -102,7 +103,7 @@ def gap_study(
     if ok.any():
         q[ok] = false_discovery_control(p[ok])
     for c, qv in zip(found, q, strict=True):
-        _, values, _ = measure_target_pairs(configurations, c["measure"], c["target"])
+        _, values, _ = measure_target_pairs(configurations, str(c["measure"]), str(c["target"]))
         c["distinct"] = len(np.unique(values))
         c["q_value"] = float(qv)
         c["reading"] = reading(c)
