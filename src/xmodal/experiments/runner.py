@@ -357,20 +357,21 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
 
 
 def _epochs(aligner: Aligner) -> dict[str, int]:
-    """For an aligner trained in epochs: how many ran, and the one whose weights were kept."""
+    """For an aligner trained in epochs: the epoch it stopped at, and the one whose weights
+    it kept (when validation chose one)."""
     history = getattr(aligner, "history_", None)
     if not history:
         return {}
     kept = getattr(aligner, "best_epoch_", None)
-    return {"epochs_run": len(history), **({"epoch_kept": kept} if kept else {})}
+    return {"stopped_epoch": len(history), **({"best_epoch": kept} if kept else {})}
 
 
 def _describe(row: dict[str, Any], primary: str) -> str:
     """One log line of a finished fit."""
     stop = ""
-    if "epochs_run" in row:
-        stop = f", stopped at epoch {row['epochs_run']}"
-        stop += f", kept {row['epoch_kept']}" if "epoch_kept" in row else ""
+    if "stopped_epoch" in row:
+        stop = f", stopped at epoch {row['stopped_epoch']}"
+        stop += f", kept {row['best_epoch']}" if row.get("best_epoch") else ""
     return (
         f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
         f"{row['encoder']}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
