@@ -237,6 +237,8 @@ def test_config_yaml_holds_the_defaults_that_were_used(tmp_path, shapes_manifest
     assert linear["epochs"] == 3  # as given
     assert linear["dim"] == 256 and linear["lr"] == 0.001 and linear["patience"] == 6
     assert "seed" not in linear  # varies per fit: the grid's seeds
+    assert linear["seeds"] == [0] and linear["metrics"] == ["cosine", "manhattan"]
+    assert "null" not in (result.folder / "config.yaml").read_text()
     assert ran["primary"] == "rsum" and ran["ks"] == [1, 5, 10]
     # the folder resumes under its own resolved config, and under the config it came from
     run_experiment(load_config(result.folder / "config.yaml"), progress=False, resume=result.folder)

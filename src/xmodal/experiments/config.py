@@ -206,14 +206,16 @@ def _resolved_path(location: str | None, base: Path) -> str | None:
 
 
 def resolved(config: ExperimentConfig) -> dict[str, Any]:
-    """The config as it runs, for config.yaml: every key, and each aligner's defaults made
-    explicit (what varies per fit, such as the seed, is left to the grid)."""
+    """The config as it runs, for config.yaml: each aligner's metrics, seeds and parameter
+    defaults made explicit (the seed an aligner is built with is the grid's); an unset optional
+    key (e.g. `device`: the best one present) is left out rather than written as null."""
     from xmodal.align.registry import RUNTIME_PARAMS, build_aligner
 
-    raw = config.model_dump(mode="json")
+    raw = config.model_dump(mode="json", exclude_none=True)
     for entry, a in zip(raw["aligners"], config.aligners, strict=True):
-        metric = (a.metrics or config.metrics)[0]
-        defaults = build_aligner(a.kind, metric=metric, **a.params).get_params()
+        entry["metrics"] = [str(m) for m in a.metrics or config.metrics]
+        entry["seeds"] = a.seeds or config.seeds
+        defaults = build_aligner(a.kind, metric=entry["metrics"][0], **a.params).get_params()
         entry |= {k: v for k, v in defaults.items() if k not in RUNTIME_PARAMS and k not in entry}
     return raw
 
