@@ -115,5 +115,6 @@ def test_relative_data_paths_are_read_beside_the_config(tmp_path):
 
 def test_unknown_encoder_is_caught_without_loading_a_model():
     config = parse_config({**GOOD, "encoders": [{"model": "nope:x"}]})
-    with pytest.raises(ConfigError, match=r"encoders.0.model: unknown encoder 'nope:x'; known:"):
+    expected = "encoders.0.model: unknown vision-language model 'nope' in spec 'nope:x'; choices:"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
         check_inputs(config)

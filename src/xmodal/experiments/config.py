@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xmodal.similarity.metrics import Metric
+
+#: a registered metric's name (built-in or plugin); unknown names list the choices
+MetricName = Annotated[Metric, BeforeValidator(Metric)]
 
 
 class ConfigError(ValueError):
@@ -86,7 +97,7 @@ class AlignerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     kind: str
     name: str | None = None
-    metrics: list[Metric] | None = None
+    metrics: list[MetricName] | None = None
     seeds: list[int] | None = None
     grid: dict[str, list[Any]] | None = None
 
@@ -116,7 +127,7 @@ class ExperimentConfig(Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
     encoders: list[EncoderConfig] = Field(min_length=1)
     aligners: list[AlignerConfig] = Field(min_length=1)
-    metrics: list[Metric] = Field(default_factory=lambda: [Metric.COSINE], min_length=1)
+    metrics: list[MetricName] = Field(default_factory=lambda: [Metric.COSINE], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
     #: the score that validation, model selection and the findings rank by: one of
@@ -240,7 +251,7 @@ def _check_source(source: str, images: str | None) -> None:
 
     fmt, _, location = source.partition(":")
     if fmt not in FORMATS:
-        raise ValueError(f"unknown data format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise ValueError(str(FORMATS.unknown(fmt, f" in {source!r}")))
     if fmt == "tuxpaint" and not location:
         location = str(data_root() / "tuxpaint")
     if not location:
@@ -254,15 +265,16 @@ def _check_source(source: str, images: str | None) -> None:
 
 
 def _unknown_encoder(spec: str, role: str) -> str | None:
-    """Why no encoder matches `spec` (its prefix), or None when one does."""
-    from xmodal.encoders import builtin  # noqa: F401  (registers the built-in encoders)
+    """Why no encoder matches `spec` (its name, plugins included), or None when one does."""
     from xmodal.encoders.registry import IMAGE, PAIR, TEXT
+    from xmodal.registry import Registry
 
-    known = set(PAIR) | (set(IMAGE) if role == "image" else set(TEXT) if role == "text" else set())
     prefix = spec.partition(":")[0]
-    if prefix in known:
+    table: Registry[Any] = {"image": IMAGE, "text": TEXT}.get(role, PAIR)
+    if prefix in table or prefix in PAIR:
         return None
-    return f"unknown encoder {spec!r}; known: {', '.join(sorted(known))}"
+    also = PAIR.names() if table is not PAIR else ()
+    return str(table.unknown(prefix, f" in spec {spec!r}", also=also))
 
 
 def _check_aligners(config: ExperimentConfig, where: str) -> None:
