@@ -270,7 +270,7 @@ def _unknown_encoder(spec: str, role: str) -> str | None:
     from xmodal.registry import Registry
 
     prefix = spec.partition(":")[0]
-    table: Registry[Any] = {"image": IMAGE, "text": TEXT}.get(role, PAIR)
+    table: Registry[Any] = IMAGE if role == "image" else TEXT if role == "text" else PAIR
     if prefix in table or prefix in PAIR:
         return None
     also = PAIR.names() if table is not PAIR else ()
