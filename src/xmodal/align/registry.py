@@ -1,33 +1,29 @@
-"""Aligner kinds by name, as used in configs and saved files, and what each kind is."""
+"""Aligner kinds by name, as used in configs and saved files, and what each kind is; other
+packages add kinds through the entry-point group `xmodal.aligners` (see docs/extending.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from xmodal.align.base import TRAITS, Aligner
-
-ALIGNERS: dict[str, type[Aligner]] = {}
-
-
-def register(kind: str):
-    def deco(cls):
-        cls.kind = kind
-        ALIGNERS[kind] = cls
-        return cls
-
-    return deco
+from xmodal.registry import Registry
 
 
-def aligner_class(kind: str) -> type[Aligner]:
-    from xmodal.align import builtin  # noqa: F401  (registers the built-in kinds)
+def _adopt(kind: str, cls: Any) -> type[Aligner]:
+    if not (isinstance(cls, type) and issubclass(cls, Aligner)):
+        raise TypeError(f"an aligner must be a subclass of xmodal.align.base.Aligner, got {cls!r}")
+    cls.kind = kind
+    return cls
 
-    if kind not in ALIGNERS:
-        raise KeyError(f"unknown aligner {kind!r}; known: {sorted(ALIGNERS)}")
-    return ALIGNERS[kind]
+
+ALIGNERS: Registry[type[Aligner]] = Registry(
+    "aligner", "xmodal.aligners", "xmodal.align.builtin", _adopt
+)
+register = ALIGNERS.register
 
 
 def build_aligner(kind: str, **params: Any) -> Aligner:
-    cls = aligner_class(kind)
+    cls = ALIGNERS[kind]
     unknown = set(params) - set(cls.param_names())
     if unknown:
         raise ValueError(
@@ -37,8 +33,9 @@ def build_aligner(kind: str, **params: Any) -> Aligner:
     return cls(**params)
 
 
-def aligner_traits(kind: str) -> dict[str, bool]:
-    """What a kind is: trained (by gradient descent), learned_scorer (no single metric on one
-    pair of vectors scores it), composite (built from member aligners)."""
-    cls = aligner_class(kind)
-    return {trait: bool(getattr(cls, trait)) for trait in TRAITS}
+def traits(kind: str) -> dict[str, bool]:
+    """What a kind is, from its class (no instance built): trained (by gradient descent),
+    learned_scorer (no single metric on one pair of vectors scores it), composite (built
+    from member aligners)."""
+    cls = ALIGNERS[kind]
+    return {name: bool(getattr(cls, name)) for name in TRAITS}
