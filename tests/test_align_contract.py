@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 from test_align import TEST, TRAIN, VAL
 
 from xmodal.align.base import Aligner, FitContext, FitDiverged, load_aligner
-from xmodal.align.registry import ALIGNERS, build_aligner, traits
+from xmodal.align.registry import ALIGNERS, aligner_traits, build_aligner
 from xmodal.embeddings import Embedded
 from xmodal.files import IntegrityError, sha256_arrays
 from xmodal.similarity.metrics import Metric
@@ -70,20 +70,20 @@ def test_a_parameter_not_stored_under_its_name_cannot_pass_unnoticed():
 
 
 def test_traits_are_class_attributes():
-    assert traits("linear") == {
+    assert aligner_traits("linear") == {
         "trained": True,
         "learned_scorer": False,
         "composite": False,
     }
-    assert traits("bilinear")["learned_scorer"] and traits("bilinear")["trained"]
-    assert traits("ensemble") == {
+    assert aligner_traits("bilinear")["learned_scorer"] and aligner_traits("bilinear")["trained"]
+    assert aligner_traits("ensemble") == {
         "trained": False,
         "learned_scorer": True,
         "composite": True,
     }
-    assert not any(traits(k)[t] for k in ("cca", "conse", "relative") for t in ("trained",))
+    assert not any(aligner_traits(k)[t] for k in ("cca", "conse", "relative") for t in ("trained",))
     with pytest.raises(KeyError, match="unknown aligner 'nope'"):
-        traits("nope")
+        aligner_traits("nope")
 
 
 # --- the fit context -----------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_every_kind_round_trips_through_a_file(kind, data, tmp_path_factory):
     params = data.draw(STRATEGIES[kind], label="params")
     seed = data.draw(st.integers(0, 3), label="seed")
     train, test = _data(kind, seed)
-    context = FitContext(seed=seed, val=test if traits(kind)["trained"] else None)
+    context = FitContext(seed=seed, val=test if aligner_traits(kind)["trained"] else None)
     if kind == "conse":
         context = CONSE
     aligner = build_aligner(kind, **params).fit(train, context)

@@ -82,7 +82,7 @@ class Aligner(ABC):
     #: the registry name used in configs and saved files
     kind: ClassVar[str]
     metric: Metric = Metric.COSINE
-    #: traits (TRAITS), read by `xmodal.align.registry.traits`:
+    #: traits (TRAITS), read by `xmodal.align.registry.aligner_traits`:
     #: learned by gradient training (else closed form or no fit at all)
     trained: ClassVar[bool] = False
     #: `scorer()` is not `metric` on one pair of vectors (a learned network, or a fusion of
@@ -185,7 +185,7 @@ class Aligner(ABC):
 def load_aligner(path: str | Path) -> Aligner:
     """Rebuild a saved aligner (no pickle: hyper-parameters are JSON, arrays are safetensors).
     A file that does not read back as written raises IntegrityError naming it."""
-    from xmodal.align.registry import ALIGNERS
+    from xmodal.align.registry import aligner_class
 
     path = Path(path)
     try:
@@ -204,9 +204,9 @@ def load_aligner(path: str | Path) -> Aligner:
     require_finite(path, tensors)
     kind = meta["kind"]
     try:
-        cls = ALIGNERS[kind]
-    except KeyError as e:  # an unknown name (or a plugin that is not installed here)
-        raise IntegrityError(path, str(e)) from None
+        cls = aligner_class(kind)
+    except KeyError as e:
+        raise IntegrityError(path, e.args[0]) from None
     try:
         aligner = cls(**meta["params"])
     except (TypeError, ValueError) as e:

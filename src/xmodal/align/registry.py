@@ -22,20 +22,24 @@ ALIGNERS: Registry[type[Aligner]] = Registry(
 register = ALIGNERS.register
 
 
+def aligner_class(kind: str) -> type[Aligner]:
+    """The class registered under `kind` (an unknown kind lists the known ones)."""
+    return ALIGNERS[kind]
+
+
 def build_aligner(kind: str, **params: Any) -> Aligner:
-    cls = ALIGNERS[kind]
+    cls = aligner_class(kind)
     unknown = set(params) - set(cls.param_names())
     if unknown:
         raise ValueError(
-            f"aligner {kind!r} got unknown parameter(s) {sorted(unknown)}; "
-            f"its parameters: {sorted(cls.param_names())}"
+            f"aligner {kind!r} got unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"its parameters: {', '.join(sorted(cls.param_names()))}"
         )
     return cls(**params)
 
 
-def traits(kind: str) -> dict[str, bool]:
-    """What a kind is, from its class (no instance built): trained (by gradient descent),
-    learned_scorer (no single metric on one pair of vectors scores it), composite (built
-    from member aligners)."""
-    cls = ALIGNERS[kind]
-    return {name: bool(getattr(cls, name)) for name in TRAITS}
+def aligner_traits(kind: str) -> dict[str, bool]:
+    """What a kind is: trained (by gradient descent), learned_scorer (no single metric on one
+    pair of vectors scores it), composite (built from member aligners)."""
+    cls = aligner_class(kind)
+    return {trait: bool(getattr(cls, trait)) for trait in TRAITS}

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from xmodal.align.registry import traits
+from xmodal.align.registry import aligner_traits
 from xmodal.experiments.tables import markdown_table
 
 
 def _is(row: dict[str, Any], trait: str) -> bool:
-    """Whether the row's aligner kind has this trait (see traits)."""
-    return bool(row.get("kind")) and traits(row["kind"])[trait]
+    """Whether the row's aligner kind has this trait (see aligner_traits)."""
+    return bool(row.get("kind")) and aligner_traits(row["kind"])[trait]
 
 
 def _training_free(row: dict[str, Any]) -> bool:
