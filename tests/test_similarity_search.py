@@ -170,3 +170,26 @@ def test_euclidean_topk_ties_and_near_ties_beyond_the_candidates(monkeypatch):
     np.testing.assert_array_equal(idx, stable_order(ref, 5))
     assert idx[0, 0] == len(g) - 1 and calls
     np.testing.assert_array_equal(scores[:, 1:], -1)
+
+
+@pytest.mark.parametrize(
+    ("metric", "offset"),  # cosine: float32 scores of near-parallel vectors are not exact
+    [(Metric.COSINE, 0.0), (Metric.EUCLIDEAN, 0.0), (Metric.EUCLIDEAN, 1e3)],
+)
+@pytest.mark.parametrize("block_size", [64, 1 << 24])  # threads split the gallery / the queries
+def test_threaded_product_topk_is_exact_with_ties(monkeypatch, metric, block_size, offset):
+    """The threaded path (every BLAS thread scores and merges its own share) gives the
+    reference order, ties to the lower index across the threads' shares, under an offset."""
+    from xmodal.similarity import search
+
+    monkeypatch.setattr(search, "THREADED_WORK", 0)
+    monkeypatch.setattr(search, "_blas_threads", lambda: 3)
+    rng = np.random.default_rng(6)
+    g = rng.integers(-3, 4, (40, 12)).astype(np.float32)
+    g = offset + np.concatenate([g, g[::-1], g, g[::-1]])  # copies in every thread's share
+    q = offset + rng.integers(-3, 4, (31, 12)).astype(np.float32)
+    ref = reference_scores(q, g, metric)
+    scores, idx = topk(q, g, 9, metric, block_size=block_size)
+    want = stable_order(ref, 9)
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(ref, want, 1), rtol=1e-5, atol=1e-5)

@@ -117,8 +117,7 @@ def _replace_root(hv: np.ndarray, hi: np.ndarray, v: float, idx: int) -> None:
     hv[p], hi[p] = v, idx
 
 
-@njit(parallel=True, cache=True)
-def merge_topk(
+def _merge_topk(
     block: np.ndarray,
     scale: np.ndarray,
     shift: np.ndarray,
@@ -139,14 +138,49 @@ def merge_topk(
                 _replace_root(hv, hi, s, offset + j)
 
 
-@njit(parallel=True, cache=True)
+#: parallel over rows, for a block scored by a parallel numba kernel
+merge_topk = njit(parallel=True, cache=True)(_merge_topk)
+#: one thread, GIL released: for worker threads that each score and merge their own blocks
+merge_topk_serial = njit(nogil=True, cache=True)(_merge_topk)
+
+
+@njit(fastmath=True, inline="always")
+def _sq_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """|a - b|^2 by the direct formula in float64 (fastmath reassociates the sum: ~1e-16
+    relative, far below float32 rounding)."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        t = np.float64(a[j]) - np.float64(b[j])
+        s += t * t
+    return s
+
+
+@njit(parallel=True, fastmath=True, cache=True)
 def pair_sq_distances(q: np.ndarray, g: np.ndarray, rows: np.ndarray, cols: np.ndarray):
     """Exact squared Euclidean distance of q[rows[n]] and g[cols[n]], accumulated in float64."""
     out = np.empty(rows.shape[0], np.float64)
     for n in prange(rows.shape[0]):
-        s = 0.0
-        for k in range(q.shape[1]):
-            t = np.float64(q[rows[n], k]) - np.float64(g[cols[n], k])
-            s += t * t
-        out[n] = s
+        out[n] = _sq_distance(q[rows[n]], g[cols[n]])
     return out
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def rerank_sq_distances(q: np.ndarray, g: np.ndarray, cand: np.ndarray, k: int):
+    """Per query r, the k of its candidates cand[r] nearest to q[r] by the direct formula,
+    nearest first, equal distances to the lower index: (squared distances float64, indices)
+    nq x k. Reorders cand in place."""
+    nq, size = cand.shape
+    out_d = np.empty((nq, k), np.float64)
+    out_i = np.empty((nq, k), np.int64)
+    for r in prange(nq):
+        c, dist = cand[r], np.empty(size, np.float64)
+        for n in range(size):
+            dist[n] = _sq_distance(q[r], g[c[n]])
+        for n in range(k):  # selection sort of the first k: a few dozen candidates
+            b = n
+            for m in range(n + 1, size):
+                if dist[m] < dist[b] or (dist[m] == dist[b] and c[m] < c[b]):
+                    b = m
+            dist[n], dist[b], c[n], c[b] = dist[b], dist[n], c[b], c[n]
+            out_d[r, n], out_i[r, n] = dist[n], c[n]
+    return out_d, out_i

@@ -9,8 +9,10 @@ own (cosine, Euclidean: matrix products) brings it, built on the same `merge_blo
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from xmodal.similarity import kernels
 from xmodal.similarity.metrics import Metric, get_metric, l2_normalize
@@ -75,11 +77,17 @@ def merge_blocks(
     block_size: int,
     score: BlockScorer,
     prepare: GalleryPrep = _as_is,
+    offset: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The `size` best (raw * scale + shift, gallery index) per query, unsorted.
+    """The `size` best (raw * scale + shift, gallery index + offset) per query, unsorted.
 
-    Ties go to the lower index; NaN never enters a heap (its slot keeps index -1).
+    Ties go to the lower index; NaN never enters a heap (its slot keeps index -1). `score` may
+    use every core (a parallel numba kernel); the heap merge then runs in parallel too.
     """
+    return _merge(q, g, size, block_size, score, prepare, offset, kernels.merge_topk)
+
+
+def _merge(q, g, size, block_size, score, prepare, offset, merge):
     heap_v = np.full((len(q), size), -np.inf, np.float32)
     heap_i = np.full((len(q), size), -1, np.int64)
     rows, cols = _block_shape(len(q), len(g), block_size)
@@ -90,9 +98,57 @@ def merge_blocks(
             qb = q[q0 : q0 + rows]
             out = buf[: len(qb) * len(gb)].reshape(len(qb), len(gb))
             score(qb, gb, out)
-            kernels.merge_topk(
-                out, scale, shift, g0, heap_v[q0 : q0 + rows], heap_i[q0 : q0 + rows]
-            )
+            merge(out, scale, shift, g0 + offset, heap_v[q0 : q0 + rows], heap_i[q0 : q0 + rows])
+    return heap_v, heap_i
+
+
+_blas = ThreadpoolController()
+#: below this many multiply-adds one thread beats starting several
+THREADED_WORK = 1 << 24
+
+
+def _blas_threads() -> int:
+    """The BLAS thread count (OPENBLAS_NUM_THREADS, threadpoolctl limits): the threads to use."""
+    return min((t["num_threads"] for t in _blas.select(user_api="blas").info()), default=1)
+
+
+def product_merge(
+    q: np.ndarray,
+    g: np.ndarray,
+    size: int,
+    block_size: int,
+    score: BlockScorer,
+    prepare: GalleryPrep = _as_is,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`merge_blocks` for a `score` that is a matrix product (BLAS), on every BLAS thread.
+
+    Each thread scores (one-thread BLAS) and merges its own share, the gallery's when the
+    gallery spans several blocks, else the queries': the heap merge of a block runs while the
+    other threads multiply, its block still in cache, and no thread waits at a barrier between
+    the product and the merge (BLAS threads spinning there cost milliseconds per call).
+    """
+    threads = _blas_threads()
+    if threads == 1 or len(q) * len(g) * q.shape[1] < THREADED_WORK:
+        return _merge(q, g, size, block_size, score, prepare, 0, kernels.merge_topk_serial)
+    budget = max(1, block_size // threads)
+    split_gallery = len(g) >= threads * _block_shape(len(q), len(g), budget)[1]
+    parts = np.array_split(np.arange(len(g) if split_gallery else len(q)), threads)
+
+    def work(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = (int(part[0]), int(part[-1]) + 1) if len(part) else (0, 0)
+        if split_gallery:
+            args = (q, g[lo:hi], size, budget, score, prepare, lo)
+        else:
+            args = (q[lo:hi], g, size, budget, score, prepare, 0)
+        return _merge(*args, kernels.merge_topk_serial)
+
+    with _blas.limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        heaps = list(pool.map(work, parts))
+    heap_v, heap_i = (
+        np.concatenate(h, axis=1 if split_gallery else 0) for h in zip(*heaps, strict=True)
+    )
+    if split_gallery:  # the best `size` of the threads' heaps, row by row
+        heap_v, heap_i = (a[:, :size] for a in sort_rows(heap_v, heap_i))
     return heap_v, heap_i
 
 

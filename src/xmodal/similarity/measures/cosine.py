@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from xmodal.similarity.metrics import MetricDef, l2_normalize, register_metric
-from xmodal.similarity.search import check_finite, merge_blocks, sort_rows, sq_norms
+from xmodal.similarity.search import check_finite, product_merge, sort_rows, sq_norms
 
 
 def _reference(q: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def _inverse_norms(gb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _topk(q: np.ndarray, g: np.ndarray, k: int, block_size: int):
     """Normalised queries against the raw gallery, each column scaled by 1 / |g| in the heap
     merge: no normalised copy of the gallery."""
-    heap_v, heap_i = merge_blocks(l2_normalize(q), g, k, block_size, _scores, _inverse_norms)
+    heap_v, heap_i = product_merge(l2_normalize(q), g, k, block_size, _scores, _inverse_norms)
     check_finite(heap_i)
     return sort_rows(heap_v, heap_i)
 

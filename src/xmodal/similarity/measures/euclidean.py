@@ -22,7 +22,7 @@ import numpy as np
 
 from xmodal.similarity import kernels
 from xmodal.similarity.metrics import MetricDef, register_metric
-from xmodal.similarity.search import check_finite, merge_blocks, sq_norms
+from xmodal.similarity.search import check_finite, product_merge, sq_norms
 
 #: float64 product-form entries with d^2 < CANCEL * (|q|^2 + |g|^2) are recomputed directly
 #: (elsewhere the relative error stays below ~1e-9 for d <= 4096)
@@ -74,24 +74,21 @@ def _error_bound(d: int, q_norms: np.ndarray, g_norm: float) -> np.ndarray:
 def _topk(q: np.ndarray, g: np.ndarray, k: int, block_size: int):
     centre = g.mean(0, dtype=np.float64).astype(np.float32)
     qc = q - centre
-    g_norm = [0.0]  # the largest centred gallery norm, found on the way
+    g_norms = [0.0]  # each block's largest centred norm (threads append: atomic)
 
     def centred(gb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gb = gb - centre
         gg = sq_norms(gb)
-        g_norm[0] = max(g_norm[0], float(np.sqrt(gg.max(initial=0))))
+        g_norms.append(float(np.sqrt(gg.max(initial=0))))
         return gb, np.full(len(gb), 2, np.float32), -gg  # ranks like -|qc - gc|^2 + |qc|^2
 
     size = min(len(g), k + MARGIN)
-    approx, cand = merge_blocks(qc, g, size, block_size, _product, centred)
+    approx, cand = product_merge(qc, g, size, block_size, _product, centred)
     check_finite(cand)
-    rows = np.repeat(np.arange(len(q)), size)
-    exact = kernels.pair_sq_distances(q, g, rows, cand.ravel())
-    d2, idx, _ = _best_k(rows, cand.ravel(), exact, k)
-    d2, idx = d2.reshape(len(q), k), idx.reshape(len(q), k)
+    d2, idx = kernels.rerank_sq_distances(q, g, cand, k)
     if size < len(g):
         qq = sq_norms(qc.astype(np.float64))
-        bound = _error_bound(q.shape[1], np.sqrt(qq), g_norm[0])
+        bound = _error_bound(q.shape[1], np.sqrt(qq), max(g_norms))
         # every row outside the candidates is at least this far, in squared distance
         outside = qq - approx.min(1).astype(np.float64) - bound
         doubt = np.flatnonzero(outside <= d2[:, -1])
