@@ -71,10 +71,27 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: the goals table's columns, in order; `goal_row` makes its rows
+GOAL_COLUMNS = ["goal", "measured", "baseline (same run)", "ratio", "target", "met"]
+
+
+def goal_row(
+    goal: str, measured: str, baseline: str, ratio: float, target: str, met: bool
+) -> dict[str, Any]:
+    """One row of the goals table: what was measured, against what in the same run, the ratio
+    the target is stated in (e.g. ">= 0.80"), and whether it was met."""
+    values = [goal, measured, baseline, ratio, target, "yes" if met else "no"]
+    return dict(zip(GOAL_COLUMNS, values, strict=True))
+
+
+def is_goal(row: dict[str, Any]) -> bool:
+    return "goal" in row
+
+
 def report(rows: list[dict[str, Any]]) -> str:
     """Measurement rows, then goal rows (those with a "goal" key), as two Markdown tables."""
-    results = [r for r in rows if "goal" not in r]
-    goals = [r for r in rows if "goal" in r]
+    results = [r for r in rows if not is_goal(r)]
+    goals = [r for r in rows if is_goal(r)]
     return markdown_table(results) + ("\n\n" + markdown_table(goals) if goals else "")
 
 

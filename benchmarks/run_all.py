@@ -7,8 +7,10 @@ Convention for benchmark scripts: each `benchmarks/bench_*.py` defines
 returning table rows. A row is a flat dict of JSON-able scalars; its keys become the columns of
 that script's table (in first-seen order), and every number that compares against a baseline is
 measured in the same run (ratios, never absolute claims from elsewhere). Rows that have a "goal"
-key are goal checks, {"goal": str, "measured": str, "met": bool}, collected in one table at the
-end. `quick=True` must finish in a few minutes on 2 cores. Scripts also run on their own
+key are goal checks, made by `_common.goal_row` (columns `_common.GOAL_COLUMNS`: goal, measured,
+baseline (same run), ratio, target, met): a script adds goals by returning such rows, and every
+script's goal rows end up in the one goals table that closes RESULTS.md (and in goals.json).
+`quick=True` must finish in a few minutes on 2 cores. Scripts also run on their own
 (`python benchmarks/bench_x.py [--quick]`). Known scripts run in ORDER; any other bench_*.py
 found here (e.g. bench_embed.py) runs after them.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -29,10 +32,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import markdown_table  # noqa: E402
+from _common import GOAL_COLUMNS, is_goal, markdown_table  # noqa: E402
+
+from xmodal.files import atomic_write_text  # noqa: E402
 
 ORDER = ["bench_topk", "bench_ann", "bench_embed"]
 OUTPUT = HERE.parent / "bench-results" / "RESULTS.md"
+GOALS = OUTPUT.with_name("goals.json")
 
 
 def scripts(only: list[str] | None) -> list[Path]:
@@ -50,6 +56,18 @@ def run(path: Path, quick: bool) -> tuple[list[dict], float]:
     start = time.perf_counter()
     rows = module.main(quick=quick)
     return rows, time.perf_counter() - start
+
+
+def goal_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """The script's goal rows, checked against the goals table's columns."""
+    goals = [r for r in rows if is_goal(r)]
+    for row in goals:
+        if list(row) != GOAL_COLUMNS:
+            raise SystemExit(
+                f"{path.name}: goal row {row.get('goal')!r} has columns {list(row)}, "
+                f"expected {GOAL_COLUMNS} (make it with _common.goal_row)"
+            )
+    return goals
 
 
 def machine() -> str:
@@ -78,14 +96,15 @@ def main() -> None:
     for path in scripts(args.only.split(",") if args.only else None):
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
         rows, seconds = run(path, args.quick)
-        goals += [r | {"bench": path.stem} for r in rows if "goal" in r]
-        results = [r for r in rows if "goal" not in r]
+        goals += goal_rows(path, rows)
+        results = [r for r in rows if not is_goal(r)]
         sections.append(f"## {path.stem} ({seconds:.0f} s)\n\n{markdown_table(results)}\n")
     if goals:
         sections.append(f"## Goals\n\n{markdown_table(goals)}\n")
     text = "\n".join(sections)
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(text)
+    atomic_write_text(OUTPUT, text)
+    atomic_write_text(GOALS, json.dumps(goals, indent=1))
     print(text)
 
 

@@ -63,12 +63,29 @@ def test_ivf_probing_every_list(vectors, queries, pq_m, least):
     assert recall(found, exact) >= least
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_ivf_pq_refine_re_ranks_by_exact_scores(vectors, queries, metric):
+    """A coarse PQ loses most neighbours; re-ranking 32k candidates exactly wins them back,
+    and the refined scores are the exact ones."""
+    params = {"nlist": 16, "nprobe": 16, "pq_m": 4, "pq_bits": 4}
+    _, exact = topk(queries, vectors, 10, metric)
+    found = {}
+    for refine in (0, 32):
+        index = build_index("ivf", dim=32, metric=metric, refine=refine, **params)
+        index.add(vectors)
+        scores, found[refine] = index.search(queries, 10)
+    assert recall(found[32], exact) >= 0.95 > 0.5 > recall(found[0], exact)
+    ref = reference_scores(queries, vectors, metric)
+    np.testing.assert_allclose(scores, np.take_along_axis(ref, found[32], 1), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("kind", "params"),
     [
         ("flat", {"metric": "chi_square"}),
         ("hnsw", {"M": 8}),
         ("ivf", {"nlist": 8, "pq_m": 4, "pq_bits": 4}),
+        ("ivf", {"nlist": 8, "pq_m": 4, "pq_bits": 4, "refine": 4}),
     ],
 )
 def test_save_load_round_trip(tmp_path, vectors, queries, kind, params):

@@ -261,7 +261,12 @@ class HNSWIndex(FaissIndex):
 
 class IVFIndex(FaissIndex):
     """Inverted lists over k-means cells (IVF-flat, or IVF-PQ when pq_m > 0); trained on the first
-    add, which must hold at least nlist vectors (FAISS advises ~40 per cell)."""
+    add, which must hold at least nlist vectors (FAISS advises ~40 per cell).
+
+    refine > 0 keeps the exact vectors too (faiss.IndexRefineFlat) and re-ranks the
+    refine * k best approximate candidates by their exact scores: PQ's recall at the memory
+    cost of a flat copy.
+    """
 
     kind = "ivf"
 
@@ -273,10 +278,14 @@ class IVFIndex(FaissIndex):
         nprobe: int = 16,
         pq_m: int = 0,
         pq_bits: int = 8,
+        refine: int = 0,
     ) -> None:
         if pq_m and dim % pq_m:
             raise ValueError(f"pq_m={pq_m} must divide dim={dim}")
+        if not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"refine must be a non-negative integer, got {refine!r}")
         self.nlist, self.nprobe, self.pq_m, self.pq_bits = nlist, nprobe, pq_m, pq_bits
+        self.refine = refine
         super().__init__(dim, metric)
 
     def get_params(self) -> dict[str, Any]:
@@ -285,6 +294,7 @@ class IVFIndex(FaissIndex):
             "nprobe": self.nprobe,
             "pq_m": self.pq_m,
             "pq_bits": self.pq_bits,
+            "refine": self.refine,
         }
 
     def _make(self) -> Any:
@@ -293,10 +303,15 @@ class IVFIndex(FaissIndex):
         metric = self._faiss_metric()
         quantizer = faiss.IndexFlat(self.dim, metric)
         if self.pq_m:
-            return faiss.IndexIVFPQ(
-                quantizer, self.dim, self.nlist, self.pq_m, self.pq_bits, metric
-            )
-        return faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, metric)
+            ivf = faiss.IndexIVFPQ(quantizer, self.dim, self.nlist, self.pq_m, self.pq_bits, metric)
+        else:
+            ivf = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, metric)
+        if not self.refine:
+            return ivf
+        index = faiss.IndexRefineFlat(ivf)
+        index.own_fields = True  # the wrapper keeps the IVF index alive
+        ivf.this.disown()
+        return index
 
     def _add(self, x: np.ndarray) -> None:
         if not self.index_.is_trained:
@@ -309,7 +324,18 @@ class IVFIndex(FaissIndex):
         super()._add(x)
 
     def _configure_search(self) -> None:
-        self.index_.nprobe = self.nprobe
+        import faiss
+
+        faiss.extract_index_ivf(self.index_).nprobe = self.nprobe
+        if self.refine:
+            self.index_.k_factor = self.refine
+
+    def _load(self, path: Path) -> None:
+        import faiss
+
+        super()._load(path)
+        if isinstance(self.index_, faiss.IndexRefine) != bool(self.refine):
+            raise IntegrityError(path / "index.faiss", "refinement differs from header")
 
 
 INDEX_KINDS: dict[str, type[Index]] = {c.kind: c for c in (FlatIndex, HNSWIndex, IVFIndex)}
