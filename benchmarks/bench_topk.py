@@ -240,7 +240,7 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
                 rows.append(row)
         goals += scale_goals(name, times, (peak, best), nq * ng * d)
         if ng >= 100_000:
-            mine = [r for r in rows if r["case (queries x gallery x d)"] == name]
+            mine = [r for r in rows if r.get("case (queries x gallery x d)") == name]
             mine = [r for r in mine if r["method"] == "xmodal"]
             mb, data = max(r["peak_mb"] for r in mine), max(r["data_mb"] for r in mine)
             goals.append(

@@ -56,15 +56,20 @@ def manhattan_scores(q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(fastmath=True, inline="always")
-def _chi_term(a: float, x: float, ax: float) -> float:
+def _chi_term(a: float, abs_a: float, x: float, abs_x_tiny: float) -> float:
     t = a - x
-    return t * t / (abs(a) + ax + _TINY)
+    return t * t / (abs_a + abs_x_tiny)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
 def chi_square_scores(q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    """out[i, j] = -1/2 sum_k (q[i, k] - g[j, k])^2 / (|q[i, k]| + |g[j, k]|), with 0/0 := 0."""
+    """out[i, j] = -1/2 sum_k (q[i, k] - g[j, k])^2 / (|q[i, k]| + |g[j, k]|), with 0/0 := 0.
+
+    |q| is taken once per call and |g| + _TINY once per gallery value (shared by 4 queries):
+    each term is then a subtraction, a product, a sum and a division (a reciprocal estimate
+    and a Newton step under fastmath)."""
     nq, ng, d = q.shape[0], g.shape[0], q.shape[1]
+    qa = np.abs(q)
     half = np.float32(-0.5)
     spans = (ng + SPAN - 1) // SPAN
     for t in prange((nq + GROUP - 1) // GROUP * spans):
@@ -77,11 +82,11 @@ def chi_square_scores(q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
                     s0 = s1 = s2 = s3 = np.float32(0)
                     for k in range(d):
                         x = g[j, k]
-                        ax = abs(x)
-                        s0 += _chi_term(q[i, k], x, ax)
-                        s1 += _chi_term(q[i + 1, k], x, ax)
-                        s2 += _chi_term(q[i + 2, k], x, ax)
-                        s3 += _chi_term(q[i + 3, k], x, ax)
+                        ax = abs(x) + _TINY
+                        s0 += _chi_term(q[i, k], qa[i, k], x, ax)
+                        s1 += _chi_term(q[i + 1, k], qa[i + 1, k], x, ax)
+                        s2 += _chi_term(q[i + 2, k], qa[i + 2, k], x, ax)
+                        s3 += _chi_term(q[i + 3, k], qa[i + 3, k], x, ax)
                     out[i, j], out[i + 1, j] = half * s0, half * s1
                     out[i + 2, j], out[i + 3, j] = half * s2, half * s3
                 i += 4
@@ -89,7 +94,8 @@ def chi_square_scores(q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
                 for j in range(j0, min(j0 + CHUNK, hi)):
                     s = np.float32(0)
                     for k in range(d):
-                        s += _chi_term(q[r, k], g[j, k], abs(g[j, k]))
+                        x = g[j, k]
+                        s += _chi_term(q[r, k], qa[r, k], x, abs(x) + _TINY)
                     out[r, j] = half * s
 
 
@@ -117,7 +123,16 @@ def _replace_root(hv: np.ndarray, hi: np.ndarray, v: float, idx: int) -> None:
     hv[p], hi[p] = v, idx
 
 
-def _merge_topk(
+@njit(inline="always")
+def _merge_row(block, r, scale, shift, offset, hv, hi) -> None:
+    for j in range(block.shape[1]):
+        s = np.float32(block[r, j] * scale[j] + shift[j])
+        if s > hv[0]:  # equal scores lose to the kept item: it has the lower index
+            _replace_root(hv, hi, s, offset + j)
+
+
+@njit(parallel=True, cache=True)
+def merge_topk(
     block: np.ndarray,
     scale: np.ndarray,
     shift: np.ndarray,
@@ -125,23 +140,29 @@ def _merge_topk(
     heap_v: np.ndarray,
     heap_i: np.ndarray,
 ) -> None:
-    """Fold block[r, j] * scale[j] + shift[j] (gallery item offset + j) into row r's heap.
+    """Fold block[r, j] * scale[j] + shift[j] (gallery item offset + j) into row r's heap,
+    in parallel over rows (for a block scored by a parallel numba kernel).
 
     The per-column affine map lets cosine (1 / |g|) and Euclidean ranking (2 q.g - |g|^2) reuse
     the raw matrix product without another pass over the block. NaN scores never enter a heap.
     """
     for r in prange(block.shape[0]):
-        hv, hi = heap_v[r], heap_i[r]
-        for j in range(block.shape[1]):
-            s = np.float32(block[r, j] * scale[j] + shift[j])
-            if s > hv[0]:  # equal scores lose to the kept item: it has the lower index
-                _replace_root(hv, hi, s, offset + j)
+        _merge_row(block, r, scale, shift, offset, heap_v[r], heap_i[r])
 
 
-#: parallel over rows, for a block scored by a parallel numba kernel
-merge_topk = njit(parallel=True, cache=True)(_merge_topk)
-#: one thread, GIL released: for worker threads that each score and merge their own blocks
-merge_topk_serial = njit(nogil=True, cache=True)(_merge_topk)
+@njit(nogil=True, cache=True)
+def merge_topk_serial(
+    block: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    offset: int,
+    heap_v: np.ndarray,
+    heap_i: np.ndarray,
+) -> None:
+    """`merge_topk` on one thread with the GIL released: for worker threads that each score
+    and merge their own blocks (a parallel numba kernel must not run in several at once)."""
+    for r in range(block.shape[0]):
+        _merge_row(block, r, scale, shift, offset, heap_v[r], heap_i[r])
 
 
 @njit(fastmath=True, inline="always")
