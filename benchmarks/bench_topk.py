@@ -206,7 +206,8 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
     peak = max(rates.values())
     best = max(rates, key=rates.get)
     rows: list[dict[str, Any]] = [
-        {"bench": "sgemm", "case": shape, "GFLOP/s": r} for shape, r in rates.items()
+        {"bench": "sgemm", "case (queries x gallery x d)": shape, "GFLOP/s": r}
+        for shape, r in rates.items()
     ]
     goals: list[dict[str, Any]] = []
     for nq, ng, d in QUICK_SCALES if quick else SCALES:

@@ -3,7 +3,11 @@
 `block_scores` hands a block to the metric's `scores`. `topk` walks the gallery in blocks and
 folds every score block into per-query heaps (`merge_blocks`), so memory is bounded by
 `block_size` score entries whatever the gallery size; a metric with a faster exact top-k of its
-own (cosine, Euclidean: matrix products) brings it, built on the same `merge_blocks`.
+own (cosine, Euclidean: matrix products) brings it, built on `product_merge`: one worker thread
+per BLAS thread, each running single-threaded BLAS and its own heap merge on its share, so the
+merge overlaps the other threads' products instead of waiting at a barrier after each one.
+(`product_merge` limits BLAS to one thread per call while it runs; BLAS work in other Python
+threads at that moment runs single-threaded too.)
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ def _merge(q, g, size, block_size, score, prepare, offset, merge):
 _blas = ThreadpoolController()
 #: below this many multiply-adds one thread beats starting several
 THREADED_WORK = 1 << 24
+#: score entries per thread's block: its gallery block (centred or scaled) stays in cache
+#: between `prepare` and the product, the score block between the product and the merge
+THREAD_BLOCK = 1 << 22
 
 
 def _blas_threads() -> int:
@@ -130,7 +137,7 @@ def product_merge(
     threads = _blas_threads()
     if threads == 1 or len(q) * len(g) * q.shape[1] < THREADED_WORK:
         return _merge(q, g, size, block_size, score, prepare, 0, kernels.merge_topk_serial)
-    budget = max(1, block_size // threads)
+    budget = max(1, min(block_size // threads, THREAD_BLOCK))
     split_gallery = len(g) >= threads * _block_shape(len(q), len(g), budget)[1]
     parts = np.array_split(np.arange(len(g) if split_gallery else len(q)), threads)
 
