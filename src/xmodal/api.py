@@ -93,9 +93,8 @@ def train(
     acfg = cfg.aligners[labels.index(aligner)]
     prep = _first_pair(cfg, progress)
     splits = prep.splits
-    fitted = fit_aligner(
-        acfg, metric or (acfg.metrics or cfg.metrics)[0], seed, splits, progress, prep.encoder
-    )
+    metric = metric or str((acfg.metrics or cfg.metrics)[0])
+    fitted = fit_aligner(acfg, metric, seed, splits, progress, prep.encoder, cfg.ks, cfg.primary)
     fitted.save(out)
     val = splits.get("val")
     val_scores = scores(val, fitted, cfg.ks) if val is not None and len(val.texts) else {}

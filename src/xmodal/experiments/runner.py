@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from xmodal.align.base import Aligner
-from xmodal.align.registry import build_aligner, with_runtime
+from xmodal.align.base import Aligner, FitContext, FitDiverged, primary_columns
+from xmodal.align.registry import build_aligner
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
 from xmodal.embeddings import Embedded
@@ -40,7 +40,6 @@ from xmodal.experiments.config import (
     ExperimentConfig,
     check_inputs,
     resolved,
-    score_columns,
 )
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
@@ -121,16 +120,24 @@ def fit_aligner(
     splits: dict[str, Embedded],
     progress: bool = False,
     encoders: EncoderConfig | None = None,
+    ks: list[int] | tuple[int, ...] = (1, 5, 10),
+    primary: str = "rsum",
 ) -> Aligner:
-    """Build one aligner of a config entry and fit it on train (val for model selection).
-    `encoders` names the pair that made the vectors, for aligners that use the models."""
-    runtime: dict[str, Any] = {"seed": seed, "progress": progress}
-    if encoders is not None:
-        runtime |= {"image_encoder": encoders.image, "text_encoder": encoders.text}
-    params = with_runtime(acfg.kind, acfg.params, **runtime)
-    aligner = build_aligner(acfg.kind, metric=metric, **params)
+    """Build one aligner of a config entry and fit it on train (val for model selection, on
+    `primary` over `ks`). `encoders` names the pair that made the vectors, for aligners that use
+    the models. Raises FitDiverged when the fit ends with NaN or inf in its state."""
     val = splits.get("val")
-    return aligner.fit(splits["train"], val if val is not None and len(val.texts) else None)
+    context = FitContext(
+        seed=seed,
+        progress=progress,
+        val=val if val is not None and len(val.texts) else None,
+        ks=tuple(ks),
+        primary=primary,
+        image_encoder=encoders.image if encoders is not None else None,
+        text_encoder=encoders.text if encoders is not None else None,
+    )
+    aligner = build_aligner(acfg.kind, metric=metric, **acfg.params)
+    return aligner.fit(splits["train"], context).require_finite_state()
 
 
 def run_experiment(
@@ -214,7 +221,7 @@ def scores(data: Embedded, aligner: Aligner, ks: list[int]) -> dict[str, float]:
     out = evaluate(aligner.transform(data), aligner.scorer(), ks)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
-    out["rsum"] = sum(out[c] for c in score_columns(ks)[:-1] if int(c[6:]) < galleries[c[:3]])
+    out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
     return out
 
 
@@ -331,14 +338,6 @@ def _fit_in_worker(fit: Fit) -> dict[str, Any]:
 def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     """Fit one aligner, evaluate it on test (and val), save its model; its results row."""
     splits, acfg = shared.splits, fit.aligner
-    t = time.perf_counter()
-    aligner = fit_aligner(acfg, fit.metric, fit.seed, splits, progress, shared.encoder)
-    fit_s = time.perf_counter() - t
-    test_scores = scores(splits["test"], aligner, shared.ks)
-    test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
-    model_path = shared.folder / fit.model
-    model_path.parent.mkdir(exist_ok=True)
-    aligner.save(model_path)
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -346,36 +345,41 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         "loss": acfg.params.get("loss", ""),
         "metric": str(fit.metric),
         "seed": fit.seed,
-        **test_scores,
-        "fit_seconds": round(fit_s, 3),
-        **_epochs(aligner),
-        "model": fit.model,
     }
+    t = time.perf_counter()
+    try:
+        aligner = fit_aligner(
+            acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks, shared.primary
+        )
+    except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
+        nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
+        return row | {"status": f"failed: {e}", **nan, "model": fit.model}
+    fit_s = time.perf_counter() - t
+    got = scores(splits["test"], aligner, shared.ks)
+    got |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
+    model_path = shared.folder / fit.model
+    model_path.parent.mkdir(exist_ok=True)
+    aligner.save(model_path)
+    report = getattr(aligner, "fit_report_", {})
+    row |= {"status": "ok", **got, **report, "fit_seconds": round(fit_s, 3), "model": fit.model}
     if shared.geometry:
         row |= _geometry(aligner.transform(splits["test"]), "aligned")
     return row
 
 
-def _epochs(aligner: Aligner) -> dict[str, int]:
-    """For an aligner trained in epochs: the epoch it stopped at, and the one whose weights
-    it kept (when validation chose one)."""
-    history = getattr(aligner, "history_", None)
-    if not history:
-        return {}
-    kept = getattr(aligner, "best_epoch_", None)
-    return {"stopped_epoch": len(history), **({"best_epoch": kept} if kept else {})}
-
-
 def _describe(row: dict[str, Any], primary: str) -> str:
     """One log line of a finished fit."""
+    where = (
+        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
+        f"{row['encoder']}"
+    )
+    if row.get("status", "ok") != "ok":
+        return f"{where}: {row['status']}"
     stop = ""
     if "stopped_epoch" in row:
         stop = f", stopped at epoch {row['stopped_epoch']}"
         stop += f", kept {row['best_epoch']}" if row.get("best_epoch") else ""
-    return (
-        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
-        f"{row['encoder']}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
-    )
+    return f"{where}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
 
 
 def _check_same_config(run: RunFolder, config: ExperimentConfig) -> None:
