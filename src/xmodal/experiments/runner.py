@@ -184,7 +184,7 @@ def run_experiment(
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
-            splits, prep.encoder, context, config.ks, config.primary, config.geometry, run.path
+            splits, prep.encoder, context, config.ks, config.geometry, run.path, config.primary
         )
         rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
     summary = summarize(rows)
@@ -244,9 +244,9 @@ class FitInputs:
     encoder: EncoderConfig
     context: dict[str, Any]
     ks: list[int]
-    primary: str
     geometry: bool
     folder: Path
+    primary: str = "rsum"
 
 
 def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
