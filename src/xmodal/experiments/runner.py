@@ -124,8 +124,9 @@ def fit_aligner(
     primary: str = "rsum",
 ) -> Aligner:
     """Build one aligner of a config entry and fit it on train (val for model selection, on
-    `primary` over `ks`). `encoders` names the pair that made the vectors, for aligners that use
-    the models. Raises FitDiverged when the fit ends with NaN or inf in its state."""
+    the `primary` score over `ks`). `encoders` names the pair that made the vectors, for
+    aligners that use the models. Raises FitDiverged when the fit ends with NaN or inf in its
+    state."""
     val = splits.get("val")
     context = FitContext(
         seed=seed,
@@ -353,15 +354,17 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         )
     except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
         nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
-        return row | {"status": f"failed: {e}", **nan, "model": fit.model}
+        failed = {"status": f"failed: {e}", **nan, "fit_seconds": round(time.perf_counter() - t, 3)}
+        return row | failed | {"model": fit.model}
     fit_s = time.perf_counter() - t
-    got = scores(splits["test"], aligner, shared.ks)
-    got |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
+    test_scores = scores(splits["test"], aligner, shared.ks)
+    test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
     model_path = shared.folder / fit.model
     model_path.parent.mkdir(exist_ok=True)
     aligner.save(model_path)
     report = getattr(aligner, "fit_report_", {})
-    row |= {"status": "ok", **got, **report, "fit_seconds": round(fit_s, 3), "model": fit.model}
+    row |= {"status": "ok", **test_scores, **report, "fit_seconds": round(fit_s, 3)}
+    row["model"] = fit.model
     if shared.geometry:
         row |= _geometry(aligner.transform(splits["test"]), "aligned")
     return row
