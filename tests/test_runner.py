@@ -127,7 +127,7 @@ def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
     keys = ("aligner", "metric", "seed", "t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum", "model")
     # results.json rounds for people (6 significant digits); rows.jsonl keeps every digit
     assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in rounded(whole)]
-    logged = [json.loads(line) for line in (RunFolder(folder).rows).read_text().splitlines()]
+    logged = RunFolder(folder).logged_rows()
     assert sorted(r["model"] for r in logged) == sorted(r["model"] for r in whole)
     assert json.loads((folder / "run.json").read_text())["fits_reused_from_an_interrupted_run"] == 2
 

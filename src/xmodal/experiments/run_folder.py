@@ -36,7 +36,9 @@ from typing import Any
 from xmodal.files import (
     CHECKSUM_SUFFIX,
     IntegrityError,
+    atomic_write_bytes,
     atomic_write_text,
+    sha256_bytes,
     verify_checksum,
     write_checksum,
 )
@@ -200,10 +202,12 @@ class RunFolder:
             raise ValueError(f"{path}: the summary has no rows")
         return results
 
-    # the row log: appended line by line, so that an interrupted run loses at most one line
+    # the row log: appended line by line, so that an interrupted run loses at most one line;
+    # each line carries the checksum of its row, so a damaged line is found, not reused
     def log_row(self, row: Mapping[str, Any]) -> None:
+        line = {"row": row, "sha256": _row_digest(row)}
         with open(self.rows, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=float) + "\n")
+            f.write(json.dumps(line, default=float) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -213,17 +217,11 @@ class RunFolder:
         path = self.rows
         if not path.exists():
             return []
-        text = path.read_text(encoding="utf-8")
-        if not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-            atomic_write_text(path, text)
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON row ({e.msg}); remove the line") from None
-        return rows
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            atomic_write_bytes(path, data)
+        return [_checked_row(path, n, line) for n, line in enumerate(data.splitlines(), 1)]
 
     def read_lines(self, path: Path) -> list[dict[str, Any]]:
         """A JSON-lines file of the folder ([] when absent); a bad line is named."""
@@ -236,6 +234,25 @@ class RunFolder:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
         return out
+
+
+def _row_digest(row: Mapping[str, Any]) -> str:
+    return sha256_bytes(json.dumps(row, sort_keys=True, default=float).encode())
+
+
+def _checked_row(path: Path, n: int, line: bytes) -> dict[str, Any]:
+    """One line of the row log, decoded and checked against its checksum."""
+    try:
+        logged = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise ValueError(f"{path}:{n}: not a JSON row ({reason}); remove the line") from None
+    if not (isinstance(logged, dict) and {"row", "sha256"} <= logged.keys()):
+        raise IntegrityError(path, f"line {n} is not a checksummed row; remove the line")
+    row: dict[str, Any] = logged["row"]
+    if _row_digest(row) != logged["sha256"]:
+        raise IntegrityError(path, f"line {n}: checksum mismatch, the row was changed or damaged")
+    return row
 
 
 def rounded(data: Any, digits: int = DIGITS) -> Any:
