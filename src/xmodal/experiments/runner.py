@@ -162,7 +162,7 @@ def run_experiment(
         rows += _run_fits(_grid(config, context), shared, finished, jobs, progress)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
-    (folder / "findings.md").write_text(findings_markdown(summary))
+    (folder / "findings.md").write_text(findings_markdown(summary, rows, folder))
     write_problems(problems, folder / "problems.jsonl")
     timings["total"] = time.perf_counter() - started
     reused = sum(row["model"] in finished for row in rows)
@@ -287,11 +287,12 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     aligner = fit_aligner(acfg, fit.metric, fit.seed, splits, progress, shared.encoder)
     fit_s = time.perf_counter() - t
     test = aligner.transform(splits["test"])
-    scores = evaluate(test, aligner.scorer(), shared.ks)
+    scores, per_query = evaluate(test, aligner.scorer(), shared.ks, return_ranks=True)
     scores |= _validation(aligner, splits.get("val"), shared.ks)
     model_path = shared.folder / fit.model
     model_path.parent.mkdir(exist_ok=True)
     aligner.save(model_path)
+    per_query.save(shared.folder / ranks_file(fit.model))
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -304,8 +305,13 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         "model": fit.model,
     }
     if shared.geometry:
-        row |= _geometry(test, "aligned")
+        row |= _geometry(test, "aligned", str(fit.metric), aligner.learned_scorer)
     return row
+
+
+def ranks_file(model: str) -> str:
+    """Where a fit's per-query test ranks are kept (beside its model, relative to the run)."""
+    return str(Path(model).with_suffix(".ranks.npz"))
 
 
 def _check_same_config(folder: Path, config: ExperimentConfig) -> None:
@@ -356,12 +362,19 @@ def _validation(aligner: Aligner, val: Embedded | None, ks: list[int]) -> dict[s
     return {f"val_{k}": scores[k] for k in ("t2i_R@1", "i2t_R@1", "rsum")}
 
 
-def _geometry(data: Embedded, prefix: str) -> dict[str, float]:
-    """Every applicable modality-gap measure of a split, as `<prefix>_<measure>` columns."""
-    from xmodal.geometry import gap_measures
+def _geometry(
+    data: Embedded, prefix: str, metric: str | None = None, learned_scorer: bool = False
+) -> dict[str, Any]:
+    """Every applicable modality-gap measure of a split, as `<prefix>_<measure>` columns, taken
+    in the space `metric` ranks (encoder outputs: L2-normalised); `<prefix>_space` says which."""
+    from xmodal.geometry import gap_measures, measured_space
 
-    measures = gap_measures(data.images, data.texts, data.caption_image)
-    return {f"{prefix}_{k}": v for k, v in measures.items()}
+    normalize, space = measured_space(metric, learned_scorer) if metric else (True, "")
+    out: dict[str, Any] = {f"{prefix}_space": space or "L2-normalised encoder outputs"}
+    if normalize is None:
+        return out
+    measures = gap_measures(data.images, data.texts, data.caption_image, normalize=normalize)
+    return out | {f"{prefix}_{k}": v for k, v in measures.items()}
 
 
 def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:
