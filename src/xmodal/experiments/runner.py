@@ -43,7 +43,7 @@ from xmodal.experiments.config import (
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
 from xmodal.experiments.tables import summarize, write_tables
-from xmodal.retrieval.evaluate import evaluate
+from xmodal.retrieval.evaluate import PerQuery, evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -162,7 +162,9 @@ def run_experiment(
         rows += _run_fits(_grid(config, context), shared, finished, jobs, progress)
     summary = summarize(rows)
     write_tables(folder, rows, summary)
-    (folder / "findings.md").write_text(findings_markdown(summary, rows, folder))
+    (folder / "findings.md").write_text(
+        findings_markdown(summary, rows, folder, getattr(config, "primary", "rsum"))
+    )
     write_problems(problems, folder / "problems.jsonl")
     timings["total"] = time.perf_counter() - started
     reused = sum(row["model"] in finished for row in rows)
@@ -292,7 +294,7 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     model_path = shared.folder / fit.model
     model_path.parent.mkdir(exist_ok=True)
     aligner.save(model_path)
-    per_query.save(shared.folder / ranks_file(fit.model))
+    per_query.save(shared.folder / PerQuery.path_for(fit.model))
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -307,11 +309,6 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     if shared.geometry:
         row |= _geometry(test, "aligned", str(fit.metric), aligner.learned_scorer)
     return row
-
-
-def ranks_file(model: str) -> str:
-    """Where a fit's per-query test ranks are kept (beside its model, relative to the run)."""
-    return str(Path(model).with_suffix(".ranks.npz"))
 
 
 def _check_same_config(folder: Path, config: ExperimentConfig) -> None:

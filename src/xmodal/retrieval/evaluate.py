@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,14 +59,19 @@ class PerQuery:
     i2t: np.ndarray  # per image, rank of its best caption
     caption_image: np.ndarray
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | Path) -> None:
         from xmodal.files import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, t2i=self.t2i, i2t=self.i2t, caption_image=self.caption_image)
 
+    @staticmethod
+    def path_for(model: str) -> str:
+        """Where a run keeps a fit's per-query test ranks: beside its model file."""
+        return str(Path(model).with_suffix(".ranks.npz"))
+
     @classmethod
-    def load(cls, path: str) -> PerQuery:
+    def load(cls, path: str | Path) -> PerQuery:
         with np.load(path) as z:
             return cls(z["t2i"], z["i2t"], z["caption_image"])
 
