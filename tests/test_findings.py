@@ -137,7 +137,7 @@ def test_findings_quote_the_paired_test_from_the_run_folder(tmp_path):
         for seed in (0, 1):
             per = _per_query(rng, rate)
             model = f"models/{aligner}_{seed}.safetensors"
-            (tmp_path / "models").mkdir(exist_ok=True)
+            (tmp_path / "ranks").mkdir(exist_ok=True)
             per.save(tmp_path / PerQuery.path_for(model))
             scores = scores_from_ranks(per.t2i, per.i2t, (1, 5))
             rows.append({"dataset": "d", "encoder": "e", "aligner": aligner, "kind": kind,

@@ -175,13 +175,18 @@ def test_not_a_run_folder_is_named(tmp_path):
         write_gap_study(tmp_path)
 
 
-def test_a_run_without_geometry_is_refused_and_left_untouched(tmp_path):
+def test_a_run_without_geometry_is_refused_and_left_untouched(tmp_path, capsys):
     rows = [{k: v for k, v in r.items() if not k.startswith(("raw_", "aligned_"))}
             for r in _configurations()]  # fmt: skip
     (tmp_path / "results.json").write_text(json.dumps({"runs": rows, "summary": rows}))
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(ValueError, match="geometry: true"):
         write_gap_study(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    from xmodal.cli import main
+
+    assert main(["gap", str(tmp_path)]) == 2
+    assert "geometry: true" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

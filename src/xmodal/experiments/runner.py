@@ -294,7 +294,9 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     model_path = shared.folder / fit.model
     model_path.parent.mkdir(exist_ok=True)
     aligner.save(model_path)
-    per_query.save(shared.folder / PerQuery.path_for(fit.model))
+    ranks_path = shared.folder / PerQuery.path_for(fit.model)
+    ranks_path.parent.mkdir(exist_ok=True)
+    per_query.save(ranks_path)
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -355,7 +357,7 @@ def _validation(aligner: Aligner, val: Embedded | None, ks: list[int]) -> dict[s
     """Validation scores, kept beside the test scores so choices can be made without test."""
     if val is None or not len(val.texts):
         return {}
-    scores = evaluate(aligner.transform(val), aligner.scorer(), ks)
+    scores = evaluate(aligner.transform(val), aligner.scorer(), ks, bootstrap=0)
     return {f"val_{k}": scores[k] for k in ("t2i_R@1", "i2t_R@1", "rsum")}
 
 

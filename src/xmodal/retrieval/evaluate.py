@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -67,13 +67,37 @@ class PerQuery:
 
     @staticmethod
     def path_for(model: str) -> str:
-        """Where a run keeps a fit's per-query test ranks: beside its model file."""
-        return str(Path(model).with_suffix(".ranks.npz"))
+        """Where a run keeps a fit's per-query test ranks (relative to the run folder)."""
+        return str(Path("ranks") / f"{Path(model).stem}.npz")
 
     @classmethod
     def load(cls, path: str | Path) -> PerQuery:
         with np.load(path) as z:
             return cls(z["t2i"], z["i2t"], z["caption_image"])
+
+
+@overload
+def evaluate(
+    data: Embedded,
+    scorer: Scorer,
+    ks: Sequence[int] = ...,
+    *,
+    bootstrap: int = ...,
+    seed: int = ...,
+    return_ranks: Literal[False] = ...,
+) -> dict[str, Any]: ...
+
+
+@overload
+def evaluate(
+    data: Embedded,
+    scorer: Scorer,
+    ks: Sequence[int] = ...,
+    *,
+    bootstrap: int = ...,
+    seed: int = ...,
+    return_ranks: Literal[True],
+) -> tuple[dict[str, Any], PerQuery]: ...
 
 
 def evaluate(
