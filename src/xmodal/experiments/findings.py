@@ -17,13 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xmodal.align.registry import aligner_traits
 from xmodal.experiments.tables import GROUP, cell, markdown_table
 from xmodal.retrieval.compare import paired_difference
 from xmodal.retrieval.evaluate import PerQuery
 
-TRAINING_FREE = {"identity", "center", "ridge", "procrustes", "cca", "relative", "conse"}
-LEARNED_METRICS = {"mlp_scorer", "bilinear"}
-PROJECTIONS = {"linear", "mlp"}
+
+def _is(row: dict[str, Any], trait: str) -> bool:
+    """Whether the row's aligner kind has this trait (see aligner_traits)."""
+    return bool(row.get("kind")) and aligner_traits(row["kind"])[trait]
+
+
+def _training_free(row: dict[str, Any]) -> bool:
+    return bool(row.get("kind")) and not (_is(row, "trained") or _is(row, "composite"))
 
 
 @dataclass
@@ -87,7 +93,7 @@ def metric_wins(
     mean test `primary`; returns wins per metric and each group's (winner, runner-up)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in _scored(summary, primary):
-        if row.get("kind") not in TRAINING_FREE:
+        if not _training_free(row):
             groups[(row["dataset"], row["encoder"], row["aligner"])].append(row)
     wins: dict[str, int] = defaultdict(int)
     pairs = []
@@ -114,8 +120,12 @@ def findings(summary: list[dict[str, Any]], evidence: Evidence | None = None) ->
             f"Best mean test {label} per trained aligner ({len(pairs)} aligner/loss settings): "
             f"{tally}. Winner vs runner-up: {tests}."
         )
-    cosine = [r for r in summary if r["metric"] == "cosine" and r.get("kind") in PROJECTIONS]
-    learned = [r for r in summary if r.get("kind") in LEARNED_METRICS]
+    cosine = [
+        r
+        for r in summary
+        if r["metric"] == "cosine" and _is(r, "trained") and not _is(r, "learned_scorer")
+    ]
+    learned = [r for r in summary if _is(r, "trained") and _is(r, "learned_scorer")]
     if cosine and learned:
         best_c, best_l = max(cosine, key=lambda r: r[col]), max(learned, key=lambda r: r[col])
         verdict = "is above" if best_l[col] > best_c[col] else "is not above"
@@ -124,8 +134,8 @@ def findings(summary: list[dict[str, Any]], evidence: Evidence | None = None) ->
             f"the best cosine projection, {_name(best_c)} ({label} {_fmt(best_c, col)}); "
             f"{ev.compare(best_l, best_c)}."
         )
-    free = [r for r in summary if r.get("kind") in TRAINING_FREE]
-    trained = [r for r in summary if r.get("kind") not in TRAINING_FREE]
+    free = [r for r in summary if _training_free(r)]
+    trained = [r for r in summary if not _training_free(r)]
     if free and trained:
         best_f, best_t = max(free, key=lambda r: r[col]), max(trained, key=lambda r: r[col])
         out.append(
