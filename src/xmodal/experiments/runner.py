@@ -305,16 +305,14 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
             acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks
         )
     except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
-        nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
-        return row | {"status": f"failed: {e}", **nan, "model": fit.model}
+        return _failed(row, e, fit, shared.ks)
     fit_s = time.perf_counter() - t
     test = aligner.transform(splits["test"])
     try:
         scores, per_query = evaluate(test, aligner.scorer(), shared.ks, return_ranks=True)
         scores |= _validation(aligner, splits.get("val"), shared.ks)
     except NonFiniteScores as e:  # NaN would rank as a hit: no numbers, a failed row
-        nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
-        return row | {"status": f"failed: {e}", **nan, "model": fit.model}
+        return _failed(row, e, fit, shared.ks)
     model_path = shared.folder / fit.model
     model_path.parent.mkdir(exist_ok=True)
     aligner.save(model_path)
@@ -326,6 +324,11 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     if shared.geometry:
         row |= _geometry(test, "aligned", str(fit.metric), aligner.learned_scorer)
     return row
+
+
+def _failed(row: dict[str, Any], error: Exception, fit: Fit, ks: list[int]) -> dict[str, Any]:
+    nan = dict.fromkeys(primary_columns(ks), float("nan"))
+    return row | {"status": f"failed: {error}", **nan, "model": fit.model}
 
 
 def _check_same_config(folder: Path, config: ExperimentConfig) -> None:
