@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from xmodal.experiments import load_config, run_experiment
-    from xmodal.experiments.findings import findings_lines
+    from xmodal.experiments.findings import Evidence, findings_lines
     from xmodal.experiments.tables import markdown_table
 
     if args.config is None and args.resume is None:
@@ -17,7 +17,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config or Path(args.resume) / "config.yaml")
     result = run_experiment(config, args.out, not args.quiet, args.resume, args.jobs)
     print(markdown_table(result.summary))
-    print("\n".join(findings_lines(result.summary)))
+    evidence = Evidence(result.rows, result.folder, getattr(config, "primary", "rsum"))
+    print("\n".join(findings_lines(result.summary, evidence)))
     print(f"\nrun folder: {result.folder}")
     if result.problems:
         print(f"{len(result.problems)} input(s) skipped: see {result.folder / 'problems.jsonl'}")
