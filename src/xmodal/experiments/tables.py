@@ -1,21 +1,15 @@
 """Result tables: a row per fitted aligner, and a summary per configuration (dataset, encoder,
 aligner, metric): the mean over seeds, the std over seeds, the mean of the per-fit 95%
 bootstrap CIs (sampling error of the test queries) and, where a configuration was run on
-several splits, the std over splits. As CSV, JSON and Markdown."""
+several splits, the std over splits; and the Markdown table of it."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from xmodal.files import atomic_write_text
 
 GROUP = ("dataset", "encoder", "aligner", "metric")
 #: columns that tell repeats of one configuration apart (averaged over, never grouped by)
@@ -103,21 +97,3 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
         "CIs over test queries]; RSUM sums the R@K with K below the gallery size."
     )
     return "\n".join(lines) + "\n\n" + legend
-
-
-def write_tables(folder: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
-    """results.csv (one row per fit), results.json (rows and summary), results.md; atomic."""
-    buffer = io.StringIO()
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows([{k: _csv(v) for k, v in row.items()} for row in rows])
-    atomic_write_text(folder / "results.csv", buffer.getvalue())
-    atomic_write_text(
-        folder / "results.json", json.dumps({"runs": rows, "summary": summary}, indent=2)
-    )
-    atomic_write_text(folder / "results.md", markdown_table(summary) + "\n")
-
-
-def _csv(value: Any) -> Any:
-    return "; ".join(map(str, value)) if isinstance(value, list) else value
