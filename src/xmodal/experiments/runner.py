@@ -47,7 +47,7 @@ from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
-from xmodal.retrieval.evaluate import NonFiniteScores, PerQuery, evaluate
+from xmodal.retrieval.evaluate import NonFiniteScores, evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -228,6 +228,7 @@ def scores(
         out, per_query = evaluate(aligner.transform(data), aligner.scorer(), ks, return_ranks=True)
         ranks_to.parent.mkdir(exist_ok=True)
         per_query.save(ranks_to)
+        write_checksum(ranks_to)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
     out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
@@ -364,7 +365,7 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         return _failed(row, e, fit, shared.ks, t)
     fit_s = time.perf_counter() - t
     try:
-        ranks = shared.folder / PerQuery.path_for(fit.model)
+        ranks = RunFolder(shared.folder).ranks(fit.model)
         test_scores = scores(splits["test"], aligner, shared.ks, ranks)
         test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
     except NonFiniteScores as e:  # NaN would rank as a hit: no numbers, a failed row
