@@ -187,7 +187,8 @@ class FaissIndex(Index):
     def _load(self, path: Path) -> None:
         import faiss
 
-        self.index_ = faiss.read_index(str(path / "index.faiss"))
+        # on-disk inverted lists (sharded_index) are found beside the index file, wherever it moved
+        self.index_ = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_ONDISK_SAME_DIR)
 
 
 class HNSWIndex(FaissIndex):
