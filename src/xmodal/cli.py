@@ -117,6 +117,7 @@ def _cmd_index_build_sharded(args: argparse.Namespace) -> int:
         args.aligner,
         nprobe=args.nprobe,
         queries=args.queries,
+        train_size=args.train_size,
     )
     print(json.dumps(report, indent=2))
     return 0
@@ -282,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--nprobe", type=int, default=16, help="folder: IVF cells searched")
     build.add_argument(
         "--queries", type=int, default=1000, help="folder: held-out queries for recall@10"
+    )
+    build.add_argument(
+        "--train-size",
+        type=int,
+        default=1 << 17,
+        help="folder: vectors sampled to train IVF-PQ (cells <= train size / 39)",
     )
     build.add_argument("--kind", default="hnsw", help="flat, hnsw or ivf (default: hnsw)")
     build.add_argument("--param", action="append", default=[], help="index parameter KEY=VALUE")
