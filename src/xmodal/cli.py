@@ -47,7 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     metric = args.metric or (acfg.metrics or config.metrics)[0]
     prep = _prepared(config, not args.quiet)
     splits = prep.splits
-    aligner = fit_aligner(acfg, metric, args.seed, splits, not args.quiet, prep.encoder)
+    aligner = fit_aligner(acfg, metric, args.seed, splits, not args.quiet, prep.encoder, config.ks)
     aligner.save(args.out)
     val = splits["val"]
     if len(val.texts):
@@ -354,11 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from xmodal.data.images import ImageError
     from xmodal.experiments.config import ConfigError
+    from xmodal.files import IntegrityError, describe_os_error
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ImageError, OSError, KeyError, ValueError, RuntimeError) as e:
+    except IntegrityError as e:
+        print(f"xmodal: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only disk, a missing file: reason and path
+        print(f"xmodal: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except (ConfigError, ImageError, KeyError, ValueError, RuntimeError) as e:
         print(f"xmodal: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,13 @@
-"""One entry point for every data format: `load_dataset("FORMAT:PATH")`, and a readable summary."""
+"""One entry point for every data format: `load_dataset("FORMAT:PATH")`, and a readable summary.
+
+A format is a loader function `(path, **options) -> Dataset` registered under its name in
+FORMATS; other packages add formats through the entry-point group `xmodal.loaders`. A loader
+with an `images` parameter takes an image root (for captions that name files relative to one).
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Callable
@@ -11,18 +17,27 @@ from typing import Any
 from xmodal.data.coco import load_coco
 from xmodal.data.dataset import Dataset, Problem
 from xmodal.data.folder import load_folder
+from xmodal.data.images import decode_problems
 from xmodal.data.karpathy import load_karpathy
 from xmodal.data.manifest import load_manifest
 from xmodal.data.tuxpaint import load_tuxpaint
+from xmodal.registry import Registry
 
-FORMATS: dict[str, Callable[..., Dataset]] = {
-    "tuxpaint": load_tuxpaint,
-    "karpathy": load_karpathy,
-    "coco": load_coco,
-    "manifest": load_manifest,
-    "folder": load_folder,
-}
-_TAKE_IMAGES_ROOT = {"karpathy", "coco", "manifest"}
+
+def _callable(name: str, loader: Any) -> Callable[..., Dataset]:
+    if not callable(loader):
+        raise TypeError(f"a data loader must be callable, got {type(loader).__name__}")
+    return loader
+
+
+FORMATS: Registry[Callable[..., Dataset]] = Registry(
+    "data format", "xmodal.loaders", None, _callable
+)
+FORMATS.register("tuxpaint", load_tuxpaint)
+FORMATS.register("karpathy", load_karpathy)
+FORMATS.register("coco", load_coco)
+FORMATS.register("manifest", load_manifest)
+FORMATS.register("folder", load_folder)
 
 
 def data_root() -> Path:
@@ -38,12 +53,10 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     """
     fmt, _, location = source.partition(":")
     if fmt not in FORMATS:
-        raise ValueError(
-            f"unknown data format {fmt!r} in {source!r}; known: {', '.join(FORMATS)} "
-            "(write FORMAT:PATH, or just tuxpaint)"
-        )
+        raise FORMATS.unknown(fmt, f" in {source!r}", " (write FORMAT:PATH, or just tuxpaint)")
+    loader = FORMATS[fmt]
     if images is not None:
-        if fmt not in _TAKE_IMAGES_ROOT:
+        if "images" not in inspect.signature(loader).parameters:
             raise ValueError(f"{fmt} takes no images root (its images sit beside their captions)")
         options["images"] = images
     if fmt == "tuxpaint":
@@ -60,11 +73,20 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     path = Path(location).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (from {source!r})")
-    return FORMATS[fmt](path, **options)
+    return loader(path, **options)
 
 
-def describe(ds: Dataset, examples: int = 3) -> str:
-    """Counts, captions per image, given splits, translations, and the problems grouped by kind."""
+def describe(ds: Dataset, examples: int = 3, decode: bool = True) -> str:
+    """Counts, captions per image, given splits, translations, and the problems grouped by kind.
+
+    With `decode`, every image is decoded in full first, so the problems listed are all those
+    a run would meet (a truncated PNG included); the counts are of what a run would use.
+    """
+    if decode and (bad := decode_problems(ds.images)):
+        unusable = {p.where for p in bad}
+        problems = [*ds.problems, *bad]
+        ds = ds.subset(im.id for im in ds.images if str(im.path) not in unusable)
+        ds.problems[:0] = problems
     s = ds.summary()
     lines = [
         f"dataset {ds.name} ({ds.fingerprint()})",
@@ -90,10 +112,11 @@ def describe(ds: Dataset, examples: int = 3) -> str:
 
 
 def _grouped(problems: list[Problem]) -> dict[str, list[Problem]]:
-    """Problems by message, less trailing details, quoted values and numbers ("dup id '…'")."""
+    """Problems by message, less trailing details, quoted values and counts ("dup id '…'")."""
     groups: dict[str, list[Problem]] = {}
     for p in problems:
         kind = re.sub(r"\s*\([^()]*\)$", "", p.message)
-        kind = re.sub(r"\d+", "N", re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", kind))
+        kind = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", kind)
+        kind = re.sub(r"(?<![\w.-])\d+(?![\w.-])", "N", kind)  # "N stamps", not "UTF-N"
         groups.setdefault(kind, []).append(p)
     return groups

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from xmodal.align.base import Aligner
-from xmodal.align.registry import build_aligner, with_runtime
+from xmodal.align.base import Aligner, FitContext, FitDiverged, primary_columns
+from xmodal.align.registry import build_aligner
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
 from xmodal.embeddings import Embedded
@@ -134,16 +134,22 @@ def fit_aligner(
     splits: dict[str, Embedded],
     progress: bool = False,
     encoders: EncoderConfig | None = None,
+    ks: list[int] | tuple[int, ...] = (1, 5, 10),
 ) -> Aligner:
-    """Build one aligner of a config entry and fit it on train (val for model selection).
-    `encoders` names the pair that made the vectors, for aligners that use the models."""
-    runtime = {"seed": seed, "progress": progress}
-    if encoders is not None:
-        runtime |= {"image_encoder": encoders.image, "text_encoder": encoders.text}
-    params = with_runtime(acfg.kind, acfg.params, **runtime)
-    aligner = build_aligner(acfg.kind, metric=metric, **params)
+    """Build one aligner of a config entry and fit it on train (val for model selection, on
+    RSUM over `ks`). `encoders` names the pair that made the vectors, for aligners that use
+    the models. Raises FitDiverged when the fit ends with NaN or inf in its state."""
     val = splits.get("val")
-    return aligner.fit(splits["train"], val if val is not None and len(val.texts) else None)
+    context = FitContext(
+        seed=seed,
+        progress=progress,
+        val=val if val is not None and len(val.texts) else None,
+        ks=tuple(ks),
+        image_encoder=encoders.image if encoders is not None else None,
+        text_encoder=encoders.text if encoders is not None else None,
+    )
+    aligner = build_aligner(acfg.kind, metric=metric, **acfg.params)
+    return aligner.fit(splits["train"], context).require_finite_state()
 
 
 #: one JSON line per finished fit, appended when its model is saved: what a resumed run reuses
@@ -308,15 +314,6 @@ def _fit_in_worker(fit: Fit) -> dict[str, Any]:
 def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     """Fit one aligner, evaluate it on test (and val), save its model; its results row."""
     splits, acfg = shared.splits, fit.aligner
-    t = time.perf_counter()
-    aligner = fit_aligner(acfg, fit.metric, fit.seed, splits, progress, shared.encoder)
-    fit_s = time.perf_counter() - t
-    test = aligner.transform(splits["test"])
-    scores = evaluate(test, aligner.scorer(), shared.ks)
-    scores |= _validation(aligner, splits.get("val"), shared.ks)
-    model_path = shared.folder / fit.model
-    model_path.parent.mkdir(exist_ok=True)
-    aligner.save(model_path)
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -324,10 +321,24 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         "loss": acfg.params.get("loss", ""),
         "metric": str(fit.metric),
         "seed": fit.seed,
-        **scores,
-        "fit_seconds": round(fit_s, 3),
-        "model": fit.model,
     }
+    t = time.perf_counter()
+    try:
+        aligner = fit_aligner(
+            acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks
+        )
+    except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
+        nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
+        return row | {"status": f"failed: {e}", **nan, "model": fit.model}
+    fit_s = time.perf_counter() - t
+    test = aligner.transform(splits["test"])
+    scores = evaluate(test, aligner.scorer(), shared.ks)
+    scores |= _validation(aligner, splits.get("val"), shared.ks)
+    model_path = shared.folder / fit.model
+    model_path.parent.mkdir(exist_ok=True)
+    aligner.save(model_path)
+    report = getattr(aligner, "fit_report_", {})
+    row |= {"status": "ok", **scores, **report, "fit_seconds": round(fit_s, 3), "model": fit.model}
     if shared.geometry:
         row |= _geometry(test, "aligned")
     return row
