@@ -155,7 +155,9 @@ def test_embeddings_folder_is_a_run_source(local_out, tmp_path):
 
     raw = {
         "name": "from-shards",
-        "datasets": [{"source": f"embeddings:{local_out}", "split": {"train": 0.4, "val": 0.1, "test": 0.5}}],
+        "datasets": [
+            {"source": f"embeddings:{local_out}", "split": {"train": 0.4, "val": 0.1, "test": 0.5}}
+        ],
         "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
         "metrics": ["cosine"],
         "aligners": [{"kind": "ridge"}],
