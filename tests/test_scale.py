@@ -296,3 +296,20 @@ def test_kill_9_and_rerun_equals_an_uninterrupted_run(executor, tux_source, loca
     assert_same_collection(local_out, out)
     for part in ("img_emb", "text_emb", "metadata"):
         assert len(list((out / part).iterdir())) == 5  # no leftovers of the killed writes
+
+
+def test_a_change_of_preprocessing_midway_is_refused(tmp_path):
+    from xmodal.data.dataset import Caption, Dataset, Image
+    from xmodal.executors import EmbedJob, embed_collection
+    from xmodal.shards import ShardRecord
+
+    images = [Image(f"i{k}", tmp_path / f"{k}.png") for k in range(4)]
+    ds = Dataset("toy", images, [Caption(f"c{k}", "a caption", f"i{k}") for k in range(4)])
+
+    def executor(job, tasks):  # a plug-in executor whose second shard used other preprocessing
+        for t in tasks:
+            encoders = {"image": f"image:a:v{t.index}", "text": "text:b:v1"}
+            yield ShardRecord(t.index, 2, 2, {}, encoders, {"image": 2, "text": 2})
+
+    with pytest.raises(ValueError, match="preprocessing changed"):
+        embed_collection(ds, "toy", EmbedJob("a", "b", str(tmp_path / "out")), executor, 2)

@@ -168,14 +168,13 @@ def _finished(folder: Path, plan: dict[str, Any]) -> tuple[dict[int, ShardRecord
 
 
 def _same_encoders(folder: Path, done: dict[int, ShardRecord], record: ShardRecord) -> None:
-    for other in done.values():
-        if other.index != record.index and other.encoders != record.encoders:
-            raise ValueError(
-                f"{folder}: shard {other.index} was embedded with {other.encoders}, shard "
-                f"{record.index} with {record.encoders} (the encoders' preprocessing changed); "
-                "choose a new --out"
-            )
-        return
+    other = next((r for r in done.values() if r.index != record.index), None)
+    if other is not None and other.encoders != record.encoders:
+        raise ValueError(
+            f"{folder}: shard {other.index} was embedded with {other.encoders}, shard "
+            f"{record.index} with {record.encoders} (the encoders' preprocessing changed); "
+            "choose a new --out"
+        )
 
 
 def _remove_partial_files(folder: Path) -> None:
