@@ -47,7 +47,7 @@ def sha256_arrays(arrays: Mapping[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        digest.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+        digest.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
     return digest.hexdigest()
 
 

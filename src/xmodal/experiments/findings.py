@@ -88,10 +88,11 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
     with_val = [r for r in summary if "val_rsum" in r]
     if with_val:
         chosen = max(with_val, key=lambda r: r["val_rsum"])
+        k = min(int(c.split("@")[1]) for c in chosen if c.startswith("t2i_R@") and "_std" not in c)
         out.append(
             f"Selected on validation RSUM ({chosen['val_rsum']:.1f}): {_name(chosen)}, with test "
-            f"R@1 text->image {_fmt(chosen, 't2i_R@1')} and image->text "
-            f"{_fmt(chosen, 'i2t_R@1')}, RSUM {_fmt(chosen)} over {chosen['seeds']} seed(s)."
+            f"R@{k} text->image {_fmt(chosen, f't2i_R@{k}')} and image->text "
+            f"{_fmt(chosen, f'i2t_R@{k}')}, RSUM {_fmt(chosen)} over {chosen['seeds']} seed(s)."
         )
     return out
 
