@@ -153,6 +153,8 @@ def build_from_blocks(
             index.add(x)
         index.save(folder)
         return index
+    if train is None:
+        raise ValueError(f"{plan.describe()} needs a training sample")
     index = IVFIndex(plan.dim, metric, plan.nlist, nprobe, plan.pq_m, plan.pq_bits)
     index.index_.train(_faiss_ready(train, metric))
     if not plan.on_disk:
@@ -178,7 +180,7 @@ def _build_on_disk(
 
     parts_dir = folder / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
+    parts: list[str] = []
     for start, x in blocks():
         part = faiss.clone_index(index.index_)
         part.add_with_ids(_faiss_ready(x, metric), np.arange(start, start + len(x), dtype="int64"))

@@ -131,8 +131,8 @@ def embed_shard(
         paths, batch_size, on_error=lambda i, msg: failed_images.__setitem__(i, msg)
     )
     texts = text_encoder.encode_texts([t for _, t, _ in task.captions], batch_size)
-    for i in np.flatnonzero(~np.isfinite(images).all(axis=1)):
-        failed_images.setdefault(int(i), "the encoder produced NaN/inf values")
+    for bad in np.flatnonzero(~np.isfinite(images).all(axis=1)).tolist():
+        failed_images.setdefault(bad, "the encoder produced NaN/inf values")
     bad_texts = set(np.flatnonzero(~np.isfinite(texts).all(axis=1)).tolist())
     problems += [Problem(paths[i], msg) for i, msg in sorted(failed_images.items())]
     problems += [
