@@ -53,27 +53,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from xmodal.data.loaders import load_dataset
-    from xmodal.executors import EmbedJob, embed_collection, run_local
+    from xmodal import api
 
     image, text = args.model or args.image, args.model or args.text
     if not (image and text):
         raise ValueError("give --image and --text encoder specs, or one --model")
-    dataset = load_dataset(args.source, images=args.images)
-    job = EmbedJob(image, text, args.out, args.dtype, args.batch_size, args.device)
-    executor = run_local
-    if args.executor == "ray":
-        from xmodal.executors.ray_data import RayExecutor
-
-        executor = RayExecutor(
-            args.ray_address, args.concurrency, args.cpus_per_actor, args.gpus_per_actor
-        )
 
     def done(record) -> None:
         if not args.quiet:
             print(f"shard {record.index}: {record.images} images, {record.captions} captions")
 
-    result = embed_collection(dataset, args.source, job, executor, args.shard_size, done)
+    result = api.embed(
+        args.source,
+        image,
+        text,
+        args.out,
+        images=args.images,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        concurrency=args.concurrency,
+        cpus_per_actor=args.cpus_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        on_shard=done,
+    )
     for note in result.notes:
         print(note)
     print(
@@ -88,12 +94,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_index_build_sharded(args: argparse.Namespace) -> int:
     import json
 
-    from xmodal.retrieval.sharded_index import build_sharded_collection, parse_bytes
+    from xmodal import api
 
-    report = build_sharded_collection(
+    report = api.build_sharded_index(
         args.config,
         args.out,
-        parse_bytes(args.max_index_memory),
+        args.max_index_memory,
         args.aligner,
         nprobe=args.nprobe,
         queries=args.queries,
