@@ -8,6 +8,7 @@ the object store once and every task reads them from there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from xmodal.similarity.ranking import (
     DEFAULT_KS,
     Scorer,
     image_to_text_ranks,
-    summarize_ranks,
+    scores_from_ranks,
     text_to_image_ranks,
 )
 
@@ -40,7 +41,7 @@ def _i2t_block(data: Embedded, scorer: Scorer, start: int, stop: int) -> np.ndar
 
 def retrieval_scores_on_ray(
     data: Embedded, scorer: Scorer, ks: Sequence[int] = DEFAULT_KS, block: int = 4096
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """`xmodal.similarity.ranking.retrieval_scores`, with blocks of `block` queries per Ray task
     (Ray must be importable; a running `ray.init()` is used, else one is started)."""
     import ray
@@ -53,8 +54,4 @@ def retrieval_scores_on_ray(
     t2i, i2t = ray.remote(_t2i_block), ray.remote(_i2t_block)
     t_jobs = [t2i.remote(ref, scorer, s, s + block) for s in range(0, len(data.texts), block)]
     i_jobs = [i2t.remote(ref, scorer, s, s + block) for s in range(0, len(data.images), block)]
-    t_ranks = np.concatenate(ray.get(t_jobs))
-    i_ranks = np.concatenate(ray.get(i_jobs))
-    scores = {**summarize_ranks(t_ranks, ks, "t2i"), **summarize_ranks(i_ranks, ks, "i2t")}
-    scores["rsum"] = sum(scores[f"t2i_R@{k}"] + scores[f"i2t_R@{k}"] for k in ks)
-    return {**scores, "n_images": len(data.images), "n_captions": len(data.texts)}
+    return scores_from_ranks(np.concatenate(ray.get(t_jobs)), np.concatenate(ray.get(i_jobs)), ks)
