@@ -42,7 +42,7 @@ from xmodal.experiments.config import (
     resolved,
 )
 from xmodal.experiments.findings import findings_markdown
-from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
+from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
@@ -88,6 +88,9 @@ def prepare(
     if not bars(progress):
         silence_libraries()
     for dcfg in datasets or config.datasets:
+        if dcfg.source.startswith(EMBEDDINGS):
+            yield _prepared_embeddings(dcfg, encoders or config.encoders)
+            continue
         t = time.perf_counter()
         dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
         load_s = time.perf_counter() - t
@@ -111,6 +114,28 @@ def prepare(
                 embedded.dataset.problems,
                 timings,
             )
+
+
+def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> Prepared:
+    """A dataset embedded beforehand (`xmodal embed`): no encoding; the config must name the
+    encoder pair that made it, which aligners that use the models are given."""
+    t = time.perf_counter()
+    whole, shards = load_embedded(dcfg.source.removeprefix(EMBEDDINGS))
+    made_by = (shards.image_encoder, shards.text_encoder)
+    match = [e for e in encoders if (e.model or e.image, e.model or e.text) == made_by]
+    if not match:
+        raise ConfigError(
+            f"datasets: {dcfg.source} was embedded with image {made_by[0]!r} and text "
+            f"{made_by[1]!r}; add that pair to encoders"
+        )
+    return Prepared(
+        dcfg.label,
+        match[0],
+        whole,
+        whole.split(dcfg.split.fractions(), dcfg.split.seed),
+        whole.dataset.problems,
+        {f"load {dcfg.label}": time.perf_counter() - t},
+    )
 
 
 def fit_aligner(
