@@ -166,12 +166,12 @@ def merge_topk_serial(
 
 
 @njit(fastmath=True, inline="always")
-def _sq_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """|a - b|^2 by the direct formula in float64 (fastmath reassociates the sum: ~1e-16
+def _sq_distance(q: np.ndarray, r: int, g: np.ndarray, c: int) -> float:
+    """|q[r] - g[c]|^2 by the direct formula in float64 (fastmath reassociates the sum: ~1e-16
     relative, far below float32 rounding)."""
     s = 0.0
-    for j in range(a.shape[0]):
-        t = np.float64(a[j]) - np.float64(b[j])
+    for j in range(q.shape[1]):
+        t = np.float64(q[r, j]) - np.float64(g[c, j])
         s += t * t
     return s
 
@@ -181,7 +181,7 @@ def pair_sq_distances(q: np.ndarray, g: np.ndarray, rows: np.ndarray, cols: np.n
     """Exact squared Euclidean distance of q[rows[n]] and g[cols[n]], accumulated in float64."""
     out = np.empty(rows.shape[0], np.float64)
     for n in prange(rows.shape[0]):
-        out[n] = _sq_distance(q[rows[n]], g[cols[n]])
+        out[n] = _sq_distance(q, rows[n], g, cols[n])
     return out
 
 
@@ -196,7 +196,7 @@ def rerank_sq_distances(q: np.ndarray, g: np.ndarray, cand: np.ndarray, k: int):
     for r in prange(nq):
         c, dist = cand[r], np.empty(size, np.float64)
         for n in range(size):
-            dist[n] = _sq_distance(q[r], g[c[n]])
+            dist[n] = _sq_distance(q, r, g, c[n])
         for n in range(k):  # selection sort of the first k: a few dozen candidates
             b = n
             for m in range(n + 1, size):
