@@ -67,6 +67,8 @@ def _block_shape(nq: int, ng: int, budget: int) -> tuple[int, int]:
     cols = min(ng, max(1, budget // max(rows, 1)))
     if cols == ng:  # the whole gallery fits: take more queries per block instead
         rows = min(nq, max(rows, budget // max(ng, 1)))
+    else:  # equal blocks: no small remainder block for a less efficient product
+        cols = -(-ng // -(-ng // max(cols, 1)))
     return max(rows, 1), max(cols, 1)
 
 
