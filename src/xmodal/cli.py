@@ -130,6 +130,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from xmodal.serve import serve
+
+    serve(args.paths, args.host, args.port, args.aligner, args.allow_origin, args.device)
+    return 0
+
+
 def _cmd_gap(args: argparse.Namespace) -> int:
     from xmodal.experiments import load_config
     from xmodal.report.gap import markdown, run_gap_study, write_gap_study
@@ -228,6 +235,28 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--image", help="an image file: finds captions")
     search.add_argument("-k", type=int, default=5)
     search.set_defaults(func=_cmd_search)
+
+    srv = sub.add_parser(
+        "serve", help="a search service and web page over run folders and collections"
+    )
+    srv.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a run folder, or a collection (`index build`)"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    srv.add_argument(
+        "--aligner",
+        help="for run folders: an aligner name or model file (default: the one validation selects)",
+    )
+    srv.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from ORIGIN call the API (CORS; off by default; repeatable)",
+    )
+    srv.add_argument("--device", help="torch device for the encoders (default: cuda if present)")
+    srv.set_defaults(func=_cmd_serve)
 
     gap = sub.add_parser(
         "gap", help="run a config with geometry on; correlate each gap measure with Recall@K"

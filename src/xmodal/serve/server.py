@@ -1,0 +1,46 @@
+"""`xmodal serve`: load collections and models once, then run uvicorn until Ctrl-C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+
+from xmodal.serve.app import create_app
+from xmodal.serve.collections import Encoders, load_collections
+
+
+class _Server(uvicorn.Server):
+    """Says where it listens once the socket is bound (port 0 picks a free one)."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"xmodal serve: ready at http://{shown}:{port}/", flush=True)
+
+
+def serve(
+    paths: list[str | Path],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    aligner: str | None = None,
+    allow_origins: list[str] | None = None,
+    device: str | None = None,
+) -> None:
+    """Serve run folders and collections at http://HOST:PORT/ (API at /api, docs at /docs)."""
+    collections = load_collections(paths, aligner)
+    for c in collections.values():
+        d = c.describe()
+        print(
+            f"{d['name']}: {d['images']} images, {d['captions']} captions, "
+            f"{d['aligner']} [{d['metric']}], {d['image_encoder']} + {d['text_encoder']} "
+            f"({c.source})",
+            flush=True,
+        )
+    encoders = Encoders(device)
+    encoders.load(collections)
+    app = create_app(collections, encoders, allow_origins)
+    config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)
+    _Server(config).run()
