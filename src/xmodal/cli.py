@@ -131,7 +131,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from xmodal.serve import serve
+    try:
+        from xmodal.serve import serve
+    except ImportError as e:
+        raise RuntimeError(f"xmodal serve needs {e.name}: pip install 'xmodal[serve]'") from None
 
     serve(args.paths, args.host, args.port, args.aligner, args.allow_origin, args.device)
     return 0

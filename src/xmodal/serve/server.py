@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import uvicorn
@@ -43,4 +44,6 @@ def serve(
     encoders.load(collections)
     app = create_app(collections, encoders, allow_origins)
     config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=5)
-    _Server(config).run()
+    # uvicorn shuts down gracefully on Ctrl-C, then raises it again: the stop was asked for
+    with contextlib.suppress(KeyboardInterrupt):
+        _Server(config).run()
