@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make demo` and `make test` (see README).
+# Three commands do all the set-up: `make demo`, `make serve` and `make test` (see README).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -136,7 +136,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise RuntimeError(f"xmodal serve needs {e.name}: pip install 'xmodal[serve]'") from None
 
-    serve(args.paths, args.host, args.port, args.aligner, args.allow_origin, args.device)
+    serve(
+        args.paths, args.host, args.port, args.aligner, args.allow_origin, args.device, args.threads
+    )
     return 0
 
 
@@ -259,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let pages from ORIGIN call the API (CORS; off by default; repeatable)",
     )
     srv.add_argument("--device", help="torch device for the encoders (default: cuda if present)")
+    srv.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="compute threads for encoding and search (default: 1; raise on a dedicated machine)",
+    )
     srv.set_defaults(func=_cmd_serve)
 
     gap = sub.add_parser(

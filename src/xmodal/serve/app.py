@@ -158,14 +158,14 @@ def create_app(
         """Every collection served: size, encoders, aligner and metric."""
         return [CollectionInfo(**c.describe()) for c in collections.values()]
 
-    @app.get("/api/search", tags=["search"], responses=ERRORS)
+    @app.get("/api/search", tags=["search"], response_model=SearchResponse, responses=ERRORS)
     async def search(
         q: str | None = Query(None, max_length=MAX_QUERY_CHARS, description="a caption"),
         like: str | None = Query(None, description="an item id: find more like it"),
         k: int = Query(10, ge=1, le=MAX_K),
         collection_name: str | None = Query(None, alias="collection"),
         target: Literal["image", "text"] = Query("image", description="what to find"),
-    ) -> SearchResponse:
+    ) -> Response:
         """Text to images (`q`, target image) or captions (target text), or more like an item
         (`like`)."""
         c = collection(collection_name)
@@ -179,7 +179,7 @@ def create_app(
             raise HTTPException(400, "empty query: type a caption")
         return await answer(c, SearchQuery(k, target, text=text), {"text": text})
 
-    @app.post("/api/search", tags=["search"], responses=ERRORS)
+    @app.post("/api/search", tags=["search"], response_model=SearchResponse, responses=ERRORS)
     async def search_by_image(
         image: Annotated[
             UploadFile, File(description="an image file, at most 10 MB and 64 megapixels")
@@ -187,7 +187,7 @@ def create_app(
         k: int = Form(10, ge=1, le=MAX_K),
         collection_name: str | None = Form(None, alias="collection"),
         target: Literal["image", "text"] = Form("text", description="what to find"),
-    ) -> SearchResponse:
+    ) -> Response:
         """An uploaded image to captions (target text) or to images (target image)."""
         c = collection(collection_name)
         data = await image.read(MAX_UPLOAD_BYTES + 1)
