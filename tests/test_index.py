@@ -94,7 +94,10 @@ def test_k_larger_than_index(vectors):
     ("call", "message"),
     [
         (lambda: build_index("hnsw", dim=32, metric="manhattan"), "supports metrics cosine, eucl"),
-        (lambda: build_index("ivf", dim=32, metric="chi_square"), "'flat' index supports all"),
+        (
+            lambda: build_index("ivf", dim=32, metric="chi_square"),
+            "'flat' index supports every metric",
+        ),
         (lambda: build_index("annoy", dim=32), "choose one of flat, hnsw, ivf"),
         (lambda: build_index("hnsw", dim=32, ef=5), "no parameter ef; it takes M, ef_constr"),
         (lambda: build_index("flat", dim=0), "dim must be a positive integer"),

@@ -110,3 +110,63 @@ def test_edge_shapes(data, metric):
 def test_errors(data, call, message):
     with pytest.raises(ValueError, match=message):
         call(*data)
+
+
+def _offset_data(offset: float, seed: int = 4):
+    """Every vector = a large shared offset + small noise: float32 products lose the distances."""
+    rng = np.random.default_rng(seed)
+    g = (offset + rng.standard_normal((300, 16))).astype(np.float32)
+    q = (offset + rng.standard_normal((23, 16))).astype(np.float32)
+    return q, g
+
+
+@pytest.mark.parametrize("offset", [1e3, 3e4])
+@pytest.mark.parametrize("block_size", [64, 1 << 24])
+def test_euclidean_topk_is_exact_under_a_large_common_offset(offset, block_size):
+    q, g = _offset_data(offset)
+    ref = reference_scores(q, g, "euclidean")
+    scores, idx = topk(q, g, 10, "euclidean", block_size=block_size)
+    want = stable_order(ref, 10)
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_array_max_ulp(scores, np.take_along_axis(ref, want, 1).astype(np.float32), 1)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 3e4])
+def test_euclidean_block_scores_are_the_direct_formula_to_float32_rounding(offset):
+    q, g = _offset_data(offset)
+    ref = reference_scores(q, g, "euclidean").astype(np.float32)
+    np.testing.assert_array_max_ulp(block_scores(q, g, "euclidean"), ref, 1)
+
+
+def test_euclidean_ranks_of_evaluation_are_exact_under_an_offset():
+    from xmodal.embeddings import Embedded
+    from xmodal.similarity.ranking import image_to_text_ranks, text_to_image_ranks
+
+    texts, images = _offset_data(1e3, seed=5)
+    data = Embedded(images[:40], texts[:20], np.arange(20) * 2)
+    for ranks in (text_to_image_ranks, image_to_text_ranks):
+        fast = ranks(data, lambda t, i: block_scores(t, i, "euclidean"))
+        exact = ranks(data, lambda t, i: reference_scores(t, i, "euclidean"))
+        np.testing.assert_array_equal(fast, exact)
+
+
+def test_euclidean_topk_ties_and_near_ties_beyond_the_candidates(monkeypatch):
+    """More tied rows than the float32 pass keeps: the second pass must find the lowest
+    indices, and a near-tie 6e-5 closer must win, far from the origin."""
+    from xmodal.similarity.measures import euclidean
+
+    calls = []
+    rescan = euclidean._rescan
+    monkeypatch.setattr(euclidean, "_rescan", lambda *a: calls.append(1) or rescan(*a))
+    d, n = 8, 3 * euclidean.MARGIN
+    signs = np.where(np.arange(n)[:, None] % 2, 1.0, -1.0)
+    unit = np.eye(d)[np.arange(n) % d] * signs  # n rows at distance exactly 1, in pairs
+    g = 500 + np.concatenate([unit[::-1], unit]).astype(np.float32)  # ties far apart in index
+    g[-1] = 500
+    g[-1, 0] += np.float32(1 - 2**-14)  # one near-tie, nearer, at the end
+    q = np.full((2, d), 500, np.float32)
+    ref = reference_scores(q, g, "euclidean")
+    scores, idx = topk(q, g, 5, "euclidean", block_size=40)
+    np.testing.assert_array_equal(idx, stable_order(ref, 5))
+    assert idx[0, 0] == len(g) - 1 and calls
+    np.testing.assert_array_equal(scores[:, 1:], -1)

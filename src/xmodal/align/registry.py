@@ -1,38 +1,44 @@
-"""Aligner kinds by name, as used in configs and saved files."""
+"""Aligner kinds by name, as used in configs and saved files; other packages add kinds
+through the entry-point group `xmodal.aligners` (see docs/extending.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from xmodal.align.base import Aligner
+from xmodal.registry import Registry
 
-ALIGNERS: dict[str, Callable[..., Aligner]] = {}
+#: class-level facts an aligner kind may declare, readable without building one
+TRAITS = ("trained", "learned_scorer")
 
 
-def register(kind: str):
-    def deco(cls):
-        cls.kind = kind
-        ALIGNERS[kind] = cls
-        return cls
+def _adopt(kind: str, cls: Any) -> type[Aligner]:
+    if not (isinstance(cls, type) and issubclass(cls, Aligner)):
+        raise TypeError(f"an aligner must be a subclass of xmodal.align.base.Aligner, got {cls!r}")
+    cls.kind = kind
+    return cls
 
-    return deco
+
+ALIGNERS: Registry[type[Aligner]] = Registry(
+    "aligner", "xmodal.aligners", "xmodal.align.builtin", _adopt
+)
+register = ALIGNERS.register
 
 
 def build_aligner(kind: str, **params: Any) -> Aligner:
-    from xmodal.align import builtin  # noqa: F401  (registers the built-in kinds)
-
-    if kind not in ALIGNERS:
-        raise KeyError(f"unknown aligner {kind!r}; known: {sorted(ALIGNERS)}")
     return ALIGNERS[kind](**params)
+
+
+def traits(kind: str) -> dict[str, Any]:
+    """The TRAITS an aligner kind's class declares (e.g. {"learned_scorer": True})."""
+    cls = ALIGNERS[kind]
+    return {name: getattr(cls, name) for name in TRAITS if hasattr(cls, name)}
 
 
 def accepts(kind: str, param: str) -> bool:
     """Whether an aligner kind takes this constructor parameter (e.g. `seed`, `progress`):
     a named one, or one its `**kwargs` are declared to take (`keyword_params`)."""
     import inspect
-
-    from xmodal.align import builtin  # noqa: F401
 
     cls = ALIGNERS[kind]
     return param in inspect.signature(cls.__init__).parameters or param in getattr(

@@ -1,7 +1,13 @@
-"""One entry point for every data format: `load_dataset("FORMAT:PATH")`, and a readable summary."""
+"""One entry point for every data format: `load_dataset("FORMAT:PATH")`, and a readable summary.
+
+A format is a loader function `(path, **options) -> Dataset` registered under its name in
+FORMATS; other packages add formats through the entry-point group `xmodal.loaders`. A loader
+with an `images` parameter takes an image root (for captions that name files relative to one).
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Callable
@@ -14,15 +20,23 @@ from xmodal.data.folder import load_folder
 from xmodal.data.karpathy import load_karpathy
 from xmodal.data.manifest import load_manifest
 from xmodal.data.tuxpaint import load_tuxpaint
+from xmodal.registry import Registry
 
-FORMATS: dict[str, Callable[..., Dataset]] = {
-    "tuxpaint": load_tuxpaint,
-    "karpathy": load_karpathy,
-    "coco": load_coco,
-    "manifest": load_manifest,
-    "folder": load_folder,
-}
-_TAKE_IMAGES_ROOT = {"karpathy", "coco", "manifest"}
+
+def _callable(name: str, loader: Any) -> Callable[..., Dataset]:
+    if not callable(loader):
+        raise TypeError(f"a data loader must be callable, got {type(loader).__name__}")
+    return loader
+
+
+FORMATS: Registry[Callable[..., Dataset]] = Registry(
+    "data format", "xmodal.loaders", None, _callable
+)
+FORMATS.register("tuxpaint", load_tuxpaint)
+FORMATS.register("karpathy", load_karpathy)
+FORMATS.register("coco", load_coco)
+FORMATS.register("manifest", load_manifest)
+FORMATS.register("folder", load_folder)
 
 
 def data_root() -> Path:
@@ -38,12 +52,10 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     """
     fmt, _, location = source.partition(":")
     if fmt not in FORMATS:
-        raise ValueError(
-            f"unknown data format {fmt!r} in {source!r}; known: {', '.join(FORMATS)} "
-            "(write FORMAT:PATH, or just tuxpaint)"
-        )
+        raise FORMATS.unknown(fmt, f" in {source!r}", " (write FORMAT:PATH, or just tuxpaint)")
+    loader = FORMATS[fmt]
     if images is not None:
-        if fmt not in _TAKE_IMAGES_ROOT:
+        if "images" not in inspect.signature(loader).parameters:
             raise ValueError(f"{fmt} takes no images root (its images sit beside their captions)")
         options["images"] = images
     if fmt == "tuxpaint":
@@ -60,7 +72,7 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     path = Path(location).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (from {source!r})")
-    return FORMATS[fmt](path, **options)
+    return loader(path, **options)
 
 
 def describe(ds: Dataset, examples: int = 3) -> str:

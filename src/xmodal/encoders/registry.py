@@ -1,8 +1,11 @@
-"""Spec strings -> encoders. One small table maps a spec's prefix to the function that builds it.
+"""Spec strings -> encoders, through three registries of factories.
 
-A spec is "name" or "prefix:arg[:arg...]", e.g. "minilm", "effnet-lite0",
+A spec is "name" or "name:arg[:arg...]", e.g. "minilm", "effnet-lite0",
 "openclip:ViT-B-32:/path/to/open_clip_pytorch_model.bin", "hf-clip:/path/to/clip-vit-base-patch32".
-Vision-language models give both an image and a text encoder that share one model.
+A factory takes the spec's arguments as strings plus `device=` and returns an encoder (IMAGE,
+TEXT) or an (image, text) encoder pair sharing one vision-language model (PAIR). Other packages
+add factories through the entry-point groups `xmodal.image_encoders`, `xmodal.text_encoders` and
+`xmodal.pair_encoders` (see docs/extending.md).
 """
 
 from __future__ import annotations
@@ -10,66 +13,53 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from xmodal.encoders.base import ImageEncoder, TextEncoder
+from xmodal.registry import Registry
 
 ImageFactory = Callable[..., ImageEncoder]
 TextFactory = Callable[..., TextEncoder]
 PairFactory = Callable[..., tuple[ImageEncoder, TextEncoder]]
 
-IMAGE: dict[str, ImageFactory] = {}
-TEXT: dict[str, TextFactory] = {}
-PAIR: dict[str, PairFactory] = {}
+# importing xmodal.encoders.builtin registers the built-in factories; heavy libraries load only
+# when a factory runs
+_BUILTIN = "xmodal.encoders.builtin"
 
 
-def register_image(prefix: str):
-    def deco(fn: ImageFactory) -> ImageFactory:
-        IMAGE[prefix] = fn
-        return fn
-
-    return deco
+def _callable(name: str, factory: object) -> object:
+    if not callable(factory):
+        raise TypeError(f"an encoder factory must be callable, got {type(factory).__name__}")
+    return factory
 
 
-def register_text(prefix: str):
-    def deco(fn: TextFactory) -> TextFactory:
-        TEXT[prefix] = fn
-        return fn
-
-    return deco
-
-
-def register_pair(prefix: str):
-    def deco(fn: PairFactory) -> PairFactory:
-        PAIR[prefix] = fn
-        return fn
-
-    return deco
+IMAGE: Registry[ImageFactory] = Registry(
+    "image encoder", "xmodal.image_encoders", _BUILTIN, _callable
+)
+TEXT: Registry[TextFactory] = Registry("text encoder", "xmodal.text_encoders", _BUILTIN, _callable)
+PAIR: Registry[PairFactory] = Registry(
+    "vision-language model", "xmodal.pair_encoders", _BUILTIN, _callable
+)
+register_image, register_text, register_pair = IMAGE.register, TEXT.register, PAIR.register
 
 
 def _split(spec: str) -> tuple[str, list[str]]:
     prefix, _, rest = spec.partition(":")
-    return prefix, ([a for a in rest.split(":")] if rest else [])
+    return prefix, (rest.split(":") if rest else [])
 
 
-def _load_builtins() -> None:
-    # importing the modules registers their factories; heavy libraries load only when built
-    from xmodal.encoders import builtin  # noqa: F401
-
-
-def _build(spec: str, table: dict, side: int, role: str, device: str | None):
-    _load_builtins()
+def _build(spec: str, table: Registry, side: int, device: str | None):
     prefix, args = _split(spec)
     if prefix in table:
         return table[prefix](*args, device=device)
     if prefix in PAIR:  # one side of a vision-language model
         return PAIR[prefix](*args, device=device)[side]
-    raise KeyError(f"unknown {role} encoder {spec!r}; known: {sorted(table) + sorted(PAIR)}")
+    raise table.unknown(prefix, f" in spec {spec!r}", also=PAIR.names())
 
 
 def build_image_encoder(spec: str, device: str | None = None) -> ImageEncoder:
-    return _build(spec, IMAGE, 0, "image", device)
+    return _build(spec, IMAGE, 0, device)
 
 
 def build_text_encoder(spec: str, device: str | None = None) -> TextEncoder:
-    return _build(spec, TEXT, 1, "text", device)
+    return _build(spec, TEXT, 1, device)
 
 
 def build_pair(
@@ -79,11 +69,10 @@ def build_pair(
     device: str | None = None,
 ) -> tuple[ImageEncoder, TextEncoder]:
     """Either one vision-language `model` spec, or an `image` spec and a `text` spec."""
-    _load_builtins()
     if model is not None:
         prefix, args = _split(model)
         if prefix not in PAIR:
-            raise KeyError(f"unknown vision-language model {model!r}; known: {sorted(PAIR)}")
+            raise PAIR.unknown(prefix, f" in spec {model!r}")
         return PAIR[prefix](*args, device=device)
     if image is None or text is None:
         raise ValueError("an encoder pair needs `model`, or both `image` and `text`")

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from xmodal.similarity.metrics import Metric
+
+#: a registered metric's name (built-in or plugin); unknown names list the choices
+MetricName = Annotated[Metric, BeforeValidator(Metric)]
 
 
 class ConfigError(ValueError):
@@ -84,7 +87,7 @@ class AlignerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     kind: str
     name: str | None = None
-    metrics: list[Metric] | None = None
+    metrics: list[MetricName] | None = None
     seeds: list[int] | None = None
     grid: dict[str, list[Any]] | None = None
 
@@ -114,7 +117,7 @@ class ExperimentConfig(Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
     encoders: list[EncoderConfig] = Field(min_length=1)
     aligners: list[AlignerConfig] = Field(min_length=1)
-    metrics: list[Metric] = Field(default_factory=lambda: [Metric.COSINE], min_length=1)
+    metrics: list[MetricName] = Field(default_factory=lambda: [Metric.COSINE], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
     geometry: bool = False

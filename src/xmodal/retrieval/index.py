@@ -29,17 +29,18 @@ class Index(ABC):
     """Vectors with int64 ids; `search` returns (scores, ids), nq x min(k, len), best first."""
 
     kind: ClassVar[str]
-    metrics: ClassVar[tuple[Metric, ...]] = tuple(Metric)
+    #: the metrics this kind serves; None: every registered metric (exact search)
+    metrics: ClassVar[tuple[Metric, ...] | None] = None
 
     def __init__(self, dim: int, metric: Metric | str = Metric.COSINE) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim, self.metric = dim, Metric(metric)
-        if self.metric not in self.metrics:
+        if self.metrics is not None and self.metric not in self.metrics:
             names = ", ".join(m.value for m in self.metrics)
             raise ValueError(
                 f"index kind {self.kind!r} supports metrics {names}, not {self.metric.value!r}; "
-                "the 'flat' index supports all four"
+                "the 'flat' index supports every metric"
             )
         self.ids_ = np.empty(0, np.int64)
 

@@ -1,7 +1,8 @@
-"""The four metrics as differentiable torch scores (higher = closer), for training.
+"""Metrics as differentiable torch scores (higher = closer), for training.
 
-Definitions are those of `xmodal.similarity.metrics`; this module is separate so that exact
-search and indexes do not need torch.
+Each metric's torch form is part of its `MetricDef`; this module dispatches to it, and holds
+the compiled chi-square autograd (kept out of the metric's file so that exact search and
+indexes do not import torch).
 """
 
 from __future__ import annotations
@@ -10,23 +11,17 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from xmodal.similarity.metrics import Metric
+from xmodal.similarity.metrics import Metric, get_metric
 
 
 def torch_scores(a: torch.Tensor, b: torch.Tensor, metric: Metric | str, eps: float = 1e-8):
     """Differentiable len(a) x len(b) score matrix, for training (batches, not galleries)."""
-    match Metric(metric):
-        case Metric.COSINE:
-            return (
-                torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
-            )
-        case Metric.EUCLIDEAN:
-            sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2 * a @ b.T
-            return -torch.sqrt(sq.clamp_min(eps))
-        case Metric.MANHATTAN:
-            return -torch.cdist(a, b, p=1)
-        case Metric.CHI_SQUARE:
-            return -0.5 * _ChiSquare.apply(a, b, eps)
+    return get_metric(metric).torch_scores(a, b, eps)
+
+
+def chi_square_sums(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """sum_k (a_ik - b_jk)^2 / (|a_ik| + |b_jk| + eps) for all i, j, with a fused backward."""
+    return _ChiSquare.apply(a, b, eps)
 
 
 class _ChiSquare(torch.autograd.Function):

@@ -1,29 +1,30 @@
-"""Exact scores and top-k for the four metrics, fast and with bounded memory.
+"""Exact scores and top-k for any registered metric, fast and with bounded memory.
 
-Cosine and Euclidean are matrix products (BLAS sgemm through numpy); Manhattan and chi-square run
-compiled kernels (`kernels.py`). `topk` walks the gallery in blocks and folds every score block
-into per-query heaps, so memory is bounded by `block_size` score entries whatever the gallery size.
-
-Euclidean precision: |q|^2 + |g|^2 - 2 q.g cancels catastrophically for near-duplicates (float32
-error ~ eps * (|q|^2 + |g|^2), large next to a small distance). `block_scores` recomputes entries
-where cancellation is severe exactly; `topk` ranks by the product and then rescores its winners
-exactly, so returned scores agree with `reference_scores` to float32 rounding.
+`block_scores` hands a block to the metric's `scores`. `topk` walks the gallery in blocks and
+folds every score block into per-query heaps (`merge_blocks`), so memory is bounded by
+`block_size` score entries whatever the gallery size; a metric with a faster exact top-k of its
+own (cosine, Euclidean: matrix products) brings it, built on the same `merge_blocks`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from xmodal.similarity import kernels
-from xmodal.similarity.metrics import Metric, l2_normalize
+from xmodal.similarity.metrics import Metric, get_metric, l2_normalize
 
 #: score entries per block (float32: 64 MB); bounds topk's working memory
 DEFAULT_BLOCK = 1 << 24
 #: query rows per block: enough for sgemm to run near peak, few enough to split big galleries
 QUERY_ROWS = 1024
-#: Euclidean entries with d^2 < CANCEL * (|q|^2 + |g|^2) are recomputed exactly (relative error of
-#: the product form stays below ~1e-5 elsewhere)
-CANCEL = 1.0 / 16
+
+#: (query block, prepared gallery block, out) -> fills out with one block of raw scores
+BlockScorer = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+#: gallery block -> (the block as BlockScorer takes it, column scale, column shift): the heaps
+#: rank raw * scale + shift, so a matrix product can stand for a metric (1 / |g| for cosine)
+GalleryPrep = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -40,57 +41,19 @@ def _check_pair(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, n
     return q, g
 
 
-def _sq_norms(x: np.ndarray) -> np.ndarray:
+def sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
-
-
-def _kernel_scores(metric: Metric, q: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    """Manhattan/chi-square scores into `out`, or the raw product q @ g.T for the others."""
-    if metric is Metric.MANHATTAN:
-        kernels.manhattan_scores(q, g, out)
-    elif metric is Metric.CHI_SQUARE:
-        kernels.chi_square_scores(q, g, out)
-    else:
-        np.matmul(q, g.T, out=out)
-
-
-def _euclidean_scores(q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    qq, gg = _sq_norms(q), _sq_norms(g)
-    d2 = q @ g.T
-    d2 *= -2
-    d2 += qq[:, None]
-    d2 += gg[None, :]
-    # a scalar bound first (a boolean temporary, not a float one), then the exact test on the few
-    rows, cols = np.nonzero(d2 < CANCEL * (qq.max(initial=0) + gg.max(initial=0)))
-    keep = d2[rows, cols] < CANCEL * (qq[rows] + gg[cols])
-    rows, cols = rows[keep], cols[keep]
-    d2[rows, cols] = kernels.pair_sq_distances(q, g, rows, cols)
-    np.maximum(d2, 0, out=d2)
-    return -np.sqrt(d2, out=d2)
 
 
 def block_scores(queries: np.ndarray, gallery: np.ndarray, metric: Metric | str) -> np.ndarray:
     """nq x ng float32 scores (higher = closer); allocates the whole matrix: call it per block."""
-    metric = Metric(metric)
+    spec = get_metric(metric)
     q, g = _check_pair(queries, gallery)
-    if metric is Metric.COSINE:
-        return l2_normalize(q) @ l2_normalize(g).T
-    if metric is Metric.EUCLIDEAN:
-        return _euclidean_scores(q, g)
+    if spec.normalized:
+        q, g = l2_normalize(q), l2_normalize(g)
     out = np.empty((len(q), len(g)), np.float32)
-    _kernel_scores(metric, q, g, out)
+    spec.scores(q, g, out)
     return out
-
-
-def _column_map(metric: Metric, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift) turning a raw block into ranking scores column by column (see merge_topk)."""
-    if metric is Metric.COSINE:
-        return 1 / np.maximum(np.sqrt(_sq_norms(g)), np.float32(1e-12)), np.zeros(
-            len(g), np.float32
-        )
-    if metric is Metric.EUCLIDEAN:  # -|q - g|^2 + |q|^2, the same order as -|q - g|
-        return np.full(len(g), 2, np.float32), -_sq_norms(g)
-    return np.ones(len(g), np.float32), np.zeros(len(g), np.float32)
 
 
 def _block_shape(nq: int, ng: int, budget: int) -> tuple[int, int]:
@@ -101,7 +64,44 @@ def _block_shape(nq: int, ng: int, budget: int) -> tuple[int, int]:
     return max(rows, 1), max(cols, 1)
 
 
-def _sorted(v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_is(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return g, np.ones(len(g), np.float32), np.zeros(len(g), np.float32)
+
+
+def merge_blocks(
+    q: np.ndarray,
+    g: np.ndarray,
+    size: int,
+    block_size: int,
+    score: BlockScorer,
+    prepare: GalleryPrep = _as_is,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `size` best (raw * scale + shift, gallery index) per query, unsorted.
+
+    Ties go to the lower index; NaN never enters a heap (its slot keeps index -1).
+    """
+    heap_v = np.full((len(q), size), -np.inf, np.float32)
+    heap_i = np.full((len(q), size), -1, np.int64)
+    rows, cols = _block_shape(len(q), len(g), block_size)
+    buf = np.empty(rows * cols, np.float32)
+    for g0 in range(0, len(g) if size else 0, cols):
+        gb, scale, shift = prepare(g[g0 : g0 + cols])
+        for q0 in range(0, len(q), rows):
+            qb = q[q0 : q0 + rows]
+            out = buf[: len(qb) * len(gb)].reshape(len(qb), len(gb))
+            score(qb, gb, out)
+            kernels.merge_topk(
+                out, scale, shift, g0, heap_v[q0 : q0 + rows], heap_i[q0 : q0 + rows]
+            )
+    return heap_v, heap_i
+
+
+def check_finite(heap_i: np.ndarray) -> None:
+    if (heap_i < 0).any():
+        raise ValueError("non-finite scores: queries or gallery contain NaN or infinity")
+
+
+def sort_rows(v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows best first; equal scores by ascending gallery index."""
     order = np.lexsort((i, -v), axis=1)
     return np.take_along_axis(v, order, 1), np.take_along_axis(i, order, 1)
@@ -117,35 +117,23 @@ def topk(
     """Exact top-k gallery rows per query: (scores float32, indices int64), nq x min(k, ng).
 
     Best first; ties go to the lower gallery index. `block_size` caps the score entries held at
-    once (working memory ~ 4 * block_size bytes plus one block of gallery norms).
+    once (working memory ~ 4 * block_size bytes plus one block of the gallery).
     """
-    metric = Metric(metric)
+    spec = get_metric(metric)
     q, g = _check_pair(queries, gallery)
     if not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
     k = min(int(k), len(g))
-    heap_v = np.full((len(q), k), -np.inf, np.float32)
-    heap_i = np.full((len(q), k), -1, np.int64)
-    if metric is Metric.COSINE:
-        q = l2_normalize(q)
-    rows, cols = _block_shape(len(q), len(g), block_size)
-    buf = np.empty(rows * cols, np.float32)
-    for g0 in range(0, len(g) if k else 0, cols):
-        gb = g[g0 : g0 + cols]
-        scale, shift = _column_map(metric, gb)
-        for q0 in range(0, len(q), rows):
-            qb = q[q0 : q0 + rows]
-            out = buf[: len(qb) * len(gb)].reshape(len(qb), len(gb))
-            _kernel_scores(metric, qb, gb, out)
-            kernels.merge_topk(
-                out, scale, shift, g0, heap_v[q0 : q0 + rows], heap_i[q0 : q0 + rows]
-            )
-    if (heap_i < 0).any():
-        raise ValueError("non-finite scores: queries or gallery contain NaN or infinity")
-    if metric is Metric.EUCLIDEAN:
-        rows_of = np.repeat(np.arange(len(q)), k)
-        d2 = kernels.pair_sq_distances(q, g, rows_of, heap_i.ravel())
-        heap_v = -np.sqrt(d2).astype(np.float32).reshape(heap_i.shape)
-    return _sorted(heap_v, heap_i)
+    if k == 0 or len(q) == 0:
+        return np.zeros((len(q), k), np.float32), np.zeros((len(q), k), np.int64)
+    if spec.topk is not None:
+        return spec.topk(q, g, k, block_size)
+    if spec.normalized:
+        q, prepare = l2_normalize(q), lambda gb: _as_is(l2_normalize(gb))
+    else:
+        prepare = _as_is
+    heap_v, heap_i = merge_blocks(q, g, k, block_size, spec.scores, prepare)
+    check_finite(heap_i)
+    return sort_rows(heap_v, heap_i)
