@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from xmodal.align import builtin  # noqa: F401  (registers the built-in kinds)
 from xmodal.align.base import Aligner, load_aligner
-from xmodal.align.registry import ALIGNERS
+from xmodal.align.registry import traits
 from xmodal.data.images import load_rgb
 from xmodal.retrieval.collection import Collection
 from xmodal.retrieval.index import FaissIndex, FlatIndex, Index, build_index
@@ -221,8 +220,7 @@ _LEARNED_HINT = (
 
 
 def _learned(kind: str) -> bool:
-    cls = ALIGNERS.get(kind)
-    return bool(cls and cls.learned_scorer)
+    return bool(traits(kind).get("learned_scorer"))
 
 
 def _named_row(rows: list[dict[str, Any]], name: str, folder: Path) -> dict[str, Any]:
