@@ -22,7 +22,7 @@ function target() {
 
 function showForm(state) {
   $("q").value = state.q || "";
-  const t = state.target || "image";
+  const t = state.target === "text" ? "text" : "image";
   document.querySelector(`input[name=target][value=${t}]`).checked = true;
   if (state.collection) $("collection").value = state.collection;
 }
