@@ -72,6 +72,7 @@ def browser():
 def page(browser, server):
     url = server[0]
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(90_000)  # a loaded shared machine answers slowly, not wrongly
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
@@ -127,7 +128,8 @@ def test_search_more_like_this_and_back(page, server):
 
 
 def test_keyboard_only(page):
-    page.keyboard.type("a bird")  # the search box has focus on load
+    page.wait_for_function("() => document.activeElement.id === 'q'")  # focused on load
+    page.keyboard.type("a bird")
     page.keyboard.press("Enter")
     _images_shown(page)
     page.focus("#results a")
