@@ -9,10 +9,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch is pinned to the CPU build first, so that no dependency pulls a multi-GB CUDA build
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+# constraints-cpu.txt pins torch to the CPU build, so that no dependency pulls a multi-GB CUDA
+# build; the extras are what the tests exercise
+EXTRAS ?= dev
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -32,9 +33,13 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run_all.py
 
+# ruff (style), mypy (types, at the strictness stated in pyproject.toml), import-linter (stages
+# import only downward)
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean-cache:
 	rm -rf cache

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from xmodal.align.base import load_aligner
+from xmodal.align.base import FitContext, load_aligner
 from xmodal.align.registry import build_aligner
 from xmodal.embeddings import Embedded
 from xmodal.retrieval.evaluate import evaluate
@@ -44,7 +44,7 @@ KINDS = {
     "ridge-i2t": ({"direction": "image_to_text"}, D_TEXT),
     "procrustes": ({"dim": 8}, 8),
     "cca": ({"dim": 8}, 8),
-    "relative": ({"n_anchors": 50, "topk": 10, "seed": 3}, 50),
+    "relative": ({"n_anchors": 50, "topk": 10}, 50),
     "linear": ({"dim": 8, **FAST}, 8),
     "linear-mse": ({"loss": "mse", **FAST}, D_IMAGE),
     "mlp": ({"dim": 8, "hidden": 16, "depth": 2, **FAST}, 8),
@@ -114,8 +114,8 @@ def test_saved_metric_and_params_come_back(kind, tmp_path):
 def test_same_seed_same_numbers(kind):
     (first, train), (second, _) = make(kind), make(kind)
     val = Embedded(VAL.images[:, : train.images.shape[1]], VAL.texts, VAL.caption_image)
-    first.fit(train, val)
-    second.fit(train, val)
+    first.fit(train, FitContext(seed=3, val=val))
+    second.fit(train, FitContext(seed=3, val=val))
     images = TEST.images[:, : train.images.shape[1]]
     np.testing.assert_array_equal(
         first.transform_texts(TEST.texts), second.transform_texts(TEST.texts)
@@ -139,7 +139,7 @@ LEARNERS = [
 
 @pytest.mark.parametrize(("kind", "params"), LEARNERS, ids=lambda p: str(p)[:40])
 def test_learns_a_linear_relation(kind, params):
-    aligner = build_aligner(kind, **params).fit(TRAIN, VAL)
+    aligner = build_aligner(kind, **params).fit(TRAIN, FitContext(val=VAL))
     result = evaluate(aligner.transform(TEST), aligner.scorer())
     print(kind, params, {k: result[k] for k in ("t2i_R@1", "i2t_R@1")})
     assert result["t2i_R@1"] >= 80 and result["i2t_R@1"] >= 80
@@ -178,7 +178,7 @@ def test_center_removes_each_mean():
 
 
 def test_relative_anchor_is_most_similar_to_itself():
-    aligner = build_aligner("relative", n_anchors=30, seed=1).fit(TRAIN)
+    aligner = build_aligner("relative", n_anchors=30).fit(TRAIN, FitContext(seed=1))
     rows = np.sort(np.random.default_rng(1).choice(len(TRAIN.texts), 30, replace=False))
     texts = aligner.transform_texts(TRAIN.texts[rows])
     images = aligner.transform_images(TRAIN.images[TRAIN.caption_image[rows]])

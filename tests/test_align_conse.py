@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 
 from xmodal.align import conse as conse_module
-from xmodal.align.base import load_aligner
-from xmodal.align.registry import accepts, build_aligner, with_runtime
+from xmodal.align.base import FitContext, load_aligner
+from xmodal.align.registry import build_aligner
 from xmodal.embeddings import Embedded
 from xmodal.encoders.base import ClassifierHead, ImageEncoder
 from xmodal.encoders.registry import IMAGE, build_image_encoder, build_text_encoder
 
-PAIR = {"image_encoder": "effnet-lite0", "text_encoder": "minilm"}
+PAIR = FitContext(image_encoder="effnet-lite0", text_encoder="minilm")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def fitted(**params) -> conse_module.ConSE:
     rng = np.random.default_rng(0)
     images, texts = rng.random((4, 1280), np.float32), rng.random((4, 384), np.float32)
     train = Embedded(images, texts, np.arange(4))
-    return build_aligner("conse", **PAIR, **params).fit(train)
+    return build_aligner("conse", **params).fit(train, PAIR)
 
 
 def test_head_is_the_classifier_the_features_feed(encoders, china):
@@ -93,6 +93,7 @@ def test_loaded_conse_needs_no_encoder(tmp_path, monkeypatch):
     x = np.random.default_rng(2).random((3, 1280), dtype=np.float32)
     np.testing.assert_array_equal(loaded.transform_images(x), aligner.transform_images(x))
     assert loaded.get_params() == aligner.get_params()
+    assert (loaded.image_encoder_, loaded.text_encoder_) == ("effnet-lite0", "minilm")
 
 
 def test_clear_errors():
@@ -101,7 +102,7 @@ def test_clear_errors():
         build_aligner("conse").fit(data)
     wrong = Embedded(np.ones((2, 512), np.float32), data.texts, data.caption_image)
     with pytest.raises(ValueError, match=r"train.images are 512-d .* give 1280-d"):
-        build_aligner("conse", **PAIR).fit(wrong)
+        build_aligner("conse").fit(wrong, PAIR)
     with pytest.raises(ValueError, match="template"):
         build_aligner("conse", template="A photo.")
     with pytest.raises(ValueError, match="top"):
@@ -124,7 +125,8 @@ def test_encoder_without_classifier_is_refused(monkeypatch):
     monkeypatch.setitem(IMAGE, "test-no-head", lambda device=None: _NoHead())
     data = Embedded(np.ones((2, 1280), np.float32), np.ones((2, 384), np.float32), np.arange(2))
     with pytest.raises(ValueError, match="has no classifier head"):
-        build_aligner("conse", image_encoder="test-no-head", text_encoder="minilm").fit(data)
+        context = FitContext(image_encoder="test-no-head", text_encoder="minilm")
+        build_aligner("conse").fit(data, context)
 
 
 def test_classifier_head_checks_its_shapes():
@@ -132,13 +134,16 @@ def test_classifier_head_checks_its_shapes():
         ClassifierHead(np.ones((3, 4)), np.ones(2), ["a", "b", "c"])
 
 
-def test_runs_pass_encoder_specs_only_to_aligners_that_take_them():
-    assert accepts("conse", "image_encoder") and accepts("ensemble", "text_encoder")
-    assert not accepts("linear", "image_encoder") and accepts("linear", "seed")
-    params = with_runtime("linear", {"dim": 8}, seed=3, image_encoder="effnet-lite0")
-    assert params == {"dim": 8, "seed": 3}
-    members = [{"kind": "conse"}, {"kind": "cca", "dim": 8}]
-    ensemble = build_aligner("ensemble", members=members, **PAIR)
-    assert ensemble.members_[0].image_encoder == "effnet-lite0"
-    with pytest.raises(TypeError, match="not runtime"):
-        with_runtime("conse", {}, device="cpu")
+def test_ensemble_members_get_the_fit_context_and_keep_the_specs(tmp_path):
+    rng = np.random.default_rng(0)
+    images, texts = rng.random((6, 1280), np.float32), rng.random((6, 384), np.float32)
+    members = [{"kind": "conse"}, {"kind": "cca", "dim": 2}]
+    ensemble = build_aligner("ensemble", members=members).fit(
+        Embedded(images, texts, np.arange(6)), PAIR
+    )
+    assert ensemble.members_[0].image_encoder_ == "effnet-lite0"
+    ensemble.save(tmp_path / "e.safetensors")
+    loaded = load_aligner(tmp_path / "e.safetensors")
+    assert loaded.members_[0].text_encoder_ == "minilm"
+    with pytest.raises(ValueError, match="unknown parameter.*image_encoder"):
+        build_aligner("conse", image_encoder="effnet-lite0")

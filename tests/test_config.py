@@ -1,8 +1,11 @@
 """Config validation stops bad configs before any work, naming the file and key."""
 
-import pytest
+import re
 
-from xmodal.experiments.config import ConfigError, load_config, parse_config
+import pytest
+import yaml
+
+from xmodal.experiments.config import ConfigError, check_inputs, load_config, parse_config
 
 GOOD = {
     "datasets": [{"source": "tuxpaint"}],
@@ -76,3 +79,42 @@ def test_grid_values_are_checked_like_parameters():
     raw = {**GOOD, "aligners": [{"kind": "ridge", "grid": {"alpha": [1.0, -1.0]}}]}
     with pytest.raises(ConfigError, match=r"aligners: ridge\[alpha=-1.0\] \(cosine\)"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"ks": [0]}, "ks: Value error, every K must be >= 1"),
+        ({"ks": [5, 5]}, "a K is listed twice"),
+        ({"seeds": [1, 1]}, "a seed is listed twice"),
+        ({"aligners": [{"kind": "linear", "epochs": 0}]}, "aligners: linear (cosine)"),
+        ({"aligners": [{"kind": "linear", "dimm": 4}]}, "aligners: linear (cosine)"),
+        ({"primary": "t2i_R@50"}, "choose one of t2i_R@1, t2i_R@5"),
+        ({"ks": [5], "primary": "i2t_R@5"}, None),
+    ],
+)
+def test_early_checks(patch, expected):
+    if expected is None:
+        assert parse_config({**GOOD, **patch}).primary == patch["primary"]
+        return
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_config({**GOOD, **patch}, "my.yaml")
+
+
+def test_relative_data_paths_are_read_beside_the_config(tmp_path):
+    (tmp_path / "sub").mkdir()
+    cfg = tmp_path / "sub" / "c.yaml"
+    raw = {**GOOD, "datasets": [{"source": "manifest:data/m.csv", "images": "imgs"}]}
+    cfg.write_text(yaml.safe_dump(raw))
+    (d,) = load_config(cfg).datasets
+    assert d.source == f"manifest:{tmp_path / 'sub' / 'data' / 'm.csv'}"
+    assert d.images == str(tmp_path / "sub" / "imgs")
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "sub" / "data" / "m.csv"))):
+        check_inputs(load_config(cfg), str(cfg))
+
+
+def test_unknown_encoder_is_caught_without_loading_a_model():
+    config = parse_config({**GOOD, "encoders": [{"model": "nope:x"}]})
+    expected = "encoders.0.model: unknown vision-language model 'nope' in spec 'nope:x'; choices:"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_inputs(config)

@@ -48,10 +48,25 @@ def test_problems_name_the_files(album: Path):
         f"{album / 'nocap.png'}: no caption file nocap.txt (skipped)",
         f"{album / 'trips/2020/photo.v2.txt'}:2: not UTF-8 (invalid start byte at byte 4)"
         " (skipped)",
-        f"{album / 'twin.png'}: twin.txt already belongs to {album / 'twin.gif'} (skipped)",
+        f"{album / 'twin.png'}: twin.txt already belongs to '{album / 'twin.gif'}' (skipped)",
     ]
 
 
 def test_not_a_folder(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load_folder(tmp_path / "nowhere")
+
+
+def test_each_bad_caption_file_gets_one_reason(tmp_path: Path):
+    write_png(tmp_path / "latin.png")
+    write_text(tmp_path / "latin.txt", "Caf\xe9 au lait\n".encode("latin-1"))
+    write_png(tmp_path / "nul.png")
+    write_text(tmp_path / "nul.txt", "a NUL\x00 inside\nTabs\tare\tfine\n")
+    write_text(tmp_path / "orphan.txt", "a caption without its image\n")
+    ds = load_folder(tmp_path)
+    assert [str(p) for p in ds.problems] == [
+        f"{tmp_path / 'latin.txt'}:1: not UTF-8 (invalid continuation byte at byte 3) (skipped)",
+        f"{tmp_path / 'nul.txt'}:1: caption holds a control character (U+0000) (skipped)",
+        f"{tmp_path / 'orphan.txt'}: caption file with no image (ignored)",
+    ]
+    assert [c.text for c in ds.captions] == ["Tabs are fine"]

@@ -2,6 +2,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from data_fixtures import write_png
 from PIL import Image as PILImage
@@ -97,3 +98,34 @@ def test_drop_missing_removes_images_and_their_captions(tmp_path: Path):
             str(tmp_path / "gone.png"), "image file not found", "image 'b' and 2 caption(s) skipped"
         )
     ]
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    # a phone photo stored 4 wide x 2 high with "rotate 90 CW to view" (orientation 6)
+    stored = PILImage.new("RGB", (4, 2), (0, 0, 255))
+    stored.putpixel((0, 0), (255, 0, 0))  # top-left as stored
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.png", exif=exif)
+    im = load_rgb(tmp_path / "phone.png")
+    assert im.size == (2, 4)  # upright: portrait
+    assert im.getpixel((1, 0)) == (255, 0, 0)  # stored top-left ends at the top-right
+    assert im.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_png_without_exif_decodes_identically(tmp_path: Path):
+    path = write_png(tmp_path / "a.png", (7, 5), (9, 99, 199))
+    with PILImage.open(path) as raw:
+        np.testing.assert_array_equal(np.asarray(load_rgb(path)), np.asarray(raw.convert("RGB")))
+
+
+def test_decode_problems_finds_a_truncated_png(tmp_path: Path):
+    from xmodal.data.images import decode_problems
+
+    good = write_png(tmp_path / "good.png", (64, 64))
+    data = write_png(tmp_path / "cut.png", (64, 64)).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    problems = decode_problems([Image("good", good), Image("cut", tmp_path / "cut.png")])
+    assert [p.where for p in problems] == [str(tmp_path / "cut.png")]
+    assert "not a readable image" in problems[0].message
+    assert problems[0].action == "image skipped"

@@ -76,7 +76,7 @@ def test_describe_counts_splits_translations_and_grouped_problems():
         translations={"c0": {"fr": "x", "de": "x"}, "c2": {"fr": "z"}},
         given_splits={"i0": "train", "i1": "test"},
     )
-    text = describe(ds, examples=2)
+    text = describe(ds, examples=2, decode=False)  # no image files here
     assert f"dataset toy ({ds.fingerprint()})" in text
     assert "images: 2  captions: 3  captions/image: 1-2" in text
     assert "given splits: test 1, train 1" in text
@@ -102,3 +102,21 @@ def test_split_ids_is_deterministic_and_keeps_captions_of_an_image_together():
     assert sorted(a["train"] + a["val"] + a["test"]) == sorted(im.id for im in images)
     test = ds.subset(a["test"])
     assert len(test.captions) == 3 * len(a["test"])
+
+
+def test_describe_decodes_every_image_and_names_groups_readably(tmp_path):
+    from data_fixtures import write_png, write_text
+
+    from xmodal.data.folder import load_folder
+
+    for name in ("good", "cut"):
+        write_png(tmp_path / f"{name}.png", (64, 64))
+        write_text(tmp_path / f"{name}.txt", f"a {name} picture\n")
+    data = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    write_png(tmp_path / "latin.png")
+    write_text(tmp_path / "latin.txt", b"Caf\xe9\n")
+    text = describe(load_folder(tmp_path))
+    assert "images: 1  captions: 1" in text  # what a run would use
+    assert "1 x not a readable image\n" in text and f"{tmp_path / 'cut.png'}: not a" in text
+    assert "1 x not UTF-8\n" in text and "empty file" not in text

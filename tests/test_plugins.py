@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xmodal.align.base import load_aligner
-from xmodal.align.registry import ALIGNERS, build_aligner, traits
+from xmodal.align.registry import ALIGNERS, aligner_traits, build_aligner
 from xmodal.data.loaders import FORMATS
 from xmodal.encoders.registry import PAIR
 from xmodal.experiments import run_experiment
@@ -67,7 +67,11 @@ def test_plugins_are_listed_without_being_imported(toy):
     assert "toy-lstsq" in ALIGNERS.names() and "chebyshev" in metric_names()
     assert "toy-colours" in FORMATS and "toy" in PAIR
     assert not any(m.startswith("xmodal_toy") for m in sys.modules)
-    assert traits("toy-lstsq") == {"trained": True, "learned_scorer": False}
+    assert aligner_traits("toy-lstsq") == {
+        "trained": True,
+        "learned_scorer": False,
+        "composite": False,
+    }
     assert "xmodal_toy.aligner" in sys.modules and "xmodal_toy.metric" not in sys.modules
     assert build_aligner("toy-lstsq", metric="chebyshev").kind == "toy-lstsq"
 

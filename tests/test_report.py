@@ -225,3 +225,15 @@ def test_key_numbers_show_the_configuration_validation_chooses():
     assert chosen_row(no_val) == (no_val[1], "best test RSUM (no validation split)")
     other_pair = [*summary, {**row("c", 500, val_rsum=999), "dataset": "d2"}]
     assert chosen_row(other_pair)[0]["aligner"] == "a"  # pairs are never compared
+
+
+@pytest.mark.slow
+def test_report_refuses_a_results_file_changed_after_the_run(run, tmp_path, capsys):
+    folder, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    results = copy / "results.json"
+    results.write_text(results.read_text().replace('"rsum": ', '"rsum": 1', 1))
+    assert main(["report", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "results.json: checksum mismatch" in err and "Traceback" not in err

@@ -11,6 +11,8 @@ from data_fixtures import write_shapes_manifest
 from xmodal.cli import main
 from xmodal.experiments import load_config, run_experiment
 from xmodal.experiments.config import ConfigError
+from xmodal.experiments.run_folder import RunFolder, rounded
+from xmodal.similarity.metrics import Metric
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, out_dir=tmp_path / "cut", progress=False)
     (folder,) = (tmp_path / "cut").iterdir()
-    with open(folder / runner.ROW_LOG, "a") as log:
+    with open(RunFolder(folder).rows, "a") as log:
         log.write('{"dataset": "shap')  # a line cut short as the process died
     calls.clear()
     monkeypatch.setattr(
@@ -123,19 +125,20 @@ def test_interrupted_run_resumes_without_losing_or_repeating_a_fit(
 
     resumed = json.loads((folder / "results.json").read_text())["runs"]
     keys = ("aligner", "metric", "seed", "t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum", "model")
-    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
-    logged = [json.loads(line) for line in (folder / runner.ROW_LOG).read_text().splitlines()]
+    # results.json rounds for people (6 significant digits); rows.jsonl keeps every digit
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in rounded(whole)]
+    logged = RunFolder(folder).logged_rows()
     assert sorted(r["model"] for r in logged) == sorted(r["model"] for r in whole)
     assert json.loads((folder / "run.json").read_text())["fits_reused_from_an_interrupted_run"] == 2
 
-    log = (folder / runner.ROW_LOG).read_text()
-    (folder / runner.ROW_LOG).write_text("garbage\n" + log)
+    log = (RunFolder(folder).rows).read_text()
+    (RunFolder(folder).rows).write_text("garbage\n" + log)
     with pytest.raises(ValueError, match=r"rows.jsonl:1: not a JSON row"):
         run_experiment(config, progress=False, resume=folder)
-    (folder / runner.ROW_LOG).write_text(log)
+    (RunFolder(folder).rows).write_text(log)
 
     other = config.model_copy(update={"seeds": [0]})
-    with pytest.raises(ConfigError, match="differs in: seeds"):
+    with pytest.raises(ConfigError, match=r"differs in: (aligners, )?seeds"):
         run_experiment(other, progress=False, resume=folder)
 
 
@@ -174,3 +177,69 @@ def test_parallel_jobs_give_the_same_rows_as_one(tmp_path, shapes_manifest):
     assert [[r[k] for k in keys] for r in two.rows] == [[r[k] for k in keys] for r in one]
     logged = (two.folder / "rows.jsonl").read_text().splitlines()
     assert len(logged) == len(one) == 8 and len(list((two.folder / "models").iterdir())) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ks", [[1], [5, 10], [1, 5, 10, 50]])
+def test_result_columns_follow_ks(tmp_path, shapes_manifest, ks):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "ridge"}])
+    config = load_config(path).model_copy(update={"ks": ks, "metrics": [Metric.COSINE]})
+    result = run_experiment(config, progress=False)
+    (row,) = result.rows
+    recall = [k for k in row if "_R@" in k]
+    assert recall == [f"{d}_R@{k}" for d in ("t2i", "i2t") for k in ks]
+    # 6 test images, 12 test captions: a K at or above a gallery says nothing
+    trivial = [f"t2i_R@{k}" for k in ks if k >= 6] + [f"i2t_R@{k}" for k in ks if k >= 12]
+    assert all(row[c] == 100 for c in trivial)  # true, and says nothing: not in RSUM
+    kept = [c for c in recall if c not in trivial]
+    assert row["rsum"] == pytest.approx(sum(row[c] for c in kept))
+    warnings = json.loads((result.folder / "run.json").read_text())["warnings"]
+    assert bool(warnings) == bool(trivial)
+    assert all("test gallery holds" in w for w in warnings)
+    md = (result.folder / "results.md").read_text()
+    assert all(c in md for c in recall)
+
+
+@pytest.mark.slow
+def test_primary_score_drives_validation_columns(tmp_path, shapes_manifest):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "ridge"}])
+    raw = yaml.safe_load(path.read_text())
+    raw["datasets"][0]["split"] = {"train": 0.5, "val": 0.2, "test": 0.3, "seed": 1}
+    raw |= {"ks": [2, 3], "primary": "i2t_R@3", "metrics": ["cosine"]}
+    path.write_text(yaml.safe_dump(raw))
+    (row,) = run_experiment(load_config(path), progress=False).rows
+    assert {"val_t2i_R@2", "val_i2t_R@2", "val_rsum", "val_i2t_R@3"} <= set(row)
+
+
+def test_bad_inputs_fail_before_a_run_folder_exists(tmp_path, shapes_manifest):
+    from xmodal.experiments.config import parse_config
+
+    good = yaml.safe_load(_config(tmp_path, shapes_manifest, [{"kind": "identity"}]).read_text())
+    cases = {
+        "datasets.0.source": {"datasets": [{"source": "manifest:nowhere/absent.csv"}]},
+        "encoders.0.image": {"encoders": [{"image": "no-such-net", "text": "minilm"}]},
+    }
+    for key, patch in cases.items():
+        config = parse_config({**good, **patch}, "c.yaml", base=tmp_path)
+        with pytest.raises(ConfigError, match=key):
+            run_experiment(config, progress=False)
+        assert not (tmp_path / "runs").exists()  # no orphan run folder
+    with pytest.raises(ConfigError, match=str(tmp_path / "nowhere" / "absent.csv")):
+        run_experiment(parse_config({**good, **cases["datasets.0.source"]}, "c", base=tmp_path))
+
+
+@pytest.mark.slow
+def test_config_yaml_holds_the_defaults_that_were_used(tmp_path, shapes_manifest):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "linear", "epochs": 3}])
+    result = run_experiment(load_config(path), progress=False)
+    ran = yaml.safe_load((result.folder / "config.yaml").read_text())
+    (linear,) = ran["aligners"]
+    assert linear["epochs"] == 3  # as given
+    assert linear["dim"] == 256 and linear["lr"] == 0.001 and linear["patience"] == 6
+    assert "seed" not in linear  # varies per fit: the grid's seeds
+    assert linear["seeds"] == [0] and linear["metrics"] == ["cosine", "manhattan"]
+    assert "null" not in (result.folder / "config.yaml").read_text()
+    assert ran["primary"] == "rsum" and ran["ks"] == [1, 5, 10]
+    # the folder resumes under its own resolved config, and under the config it came from
+    run_experiment(load_config(result.folder / "config.yaml"), progress=False, resume=result.folder)
+    run_experiment(load_config(path), progress=False, resume=result.folder)

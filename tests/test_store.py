@@ -168,3 +168,28 @@ def test_kill_minus_9_resumes_with_every_item_embedded_once(tmp_path):
             keys += z["keys"].tolist()
     assert len(keys) == len(set(keys)) == 200
     assert not final.unreadable
+
+
+def test_a_read_only_cache_still_serves_what_it_holds(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import pytest
+
+    from xmodal.store import cache
+
+    want = EmbeddingStore(tmp_path).texts(CountingText(), ["abc", "bad"])
+    real_open = builtins.open
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if any(m in mode for m in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "open", read_only, raising=False)
+    enc = CountingText()
+    np.testing.assert_array_equal(EmbeddingStore(tmp_path).texts(enc, ["bad", "abc"]), want[::-1])
+    assert enc.seen == []
+    with pytest.raises(OSError, match="Read-only") as e:  # something new to cache: named
+        EmbeddingStore(tmp_path).texts(enc, ["new"])
+    assert "claims" in e.value.filename

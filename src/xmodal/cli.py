@@ -1,104 +1,65 @@
-"""The `xmodal` command: parse, call the library, print. No logic lives here."""
+"""The `xmodal` command: parse, call `xmodal.api`, print. No logic lives here.
+
+Imports are lazy, so that `xmodal --help` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import Any
+
+ALIGNER_HELP = "the aligner's name in the config (or its kind, when it has no name)"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from xmodal.experiments import load_config, run_experiment
+    from xmodal import api
     from xmodal.experiments.findings import findings_lines
+    from xmodal.experiments.run_folder import RunFolder
     from xmodal.experiments.tables import markdown_table
 
-    if args.config is None and args.resume is None:
-        raise ValueError("give a CONFIG to run, or --resume RUN_DIR")
-    config = load_config(args.config or Path(args.resume) / "config.yaml")
-    result = run_experiment(config, args.out, not args.quiet, args.resume, args.jobs)
+    result = api.run_study(args.config, args.out, resume=args.resume, jobs=args.jobs, **_p(args))
     print(markdown_table(result.summary))
     print("\n".join(findings_lines(result.summary)))
     print(f"\nrun folder: {result.folder}")
     if result.problems:
-        print(f"{len(result.problems)} input(s) skipped: see {result.folder / 'problems.jsonl'}")
+        where = RunFolder(result.folder).problems
+        print(f"{len(result.problems)} input(s) skipped: see {where}")
     return 0
-
-
-def _prepared(config, progress: bool):
-    """The first dataset x encoder pair of a config, embedded (cached) and split."""
-    from xmodal.experiments.runner import prepare
-    from xmodal.store import EmbeddingStore
-
-    return next(prepare(config, EmbeddingStore(config.cache_dir), progress))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from xmodal.experiments import load_config
-    from xmodal.experiments.runner import fit_aligner
-    from xmodal.retrieval.evaluate import evaluate
+    from xmodal import api
 
-    config = load_config(args.config)
-    labels = [a.label for a in config.aligners]
-    if args.aligner not in labels:
-        raise ValueError(f"{args.config}: no aligner named {args.aligner!r}; have {labels}")
-    acfg = config.aligners[labels.index(args.aligner)]
-    metric = args.metric or (acfg.metrics or config.metrics)[0]
-    prep = _prepared(config, not args.quiet)
-    splits = prep.splits
-    aligner = fit_aligner(acfg, metric, args.seed, splits, not args.quiet, prep.encoder)
-    aligner.save(args.out)
-    val = splits["val"]
-    if len(val.texts):
-        scores = evaluate(aligner.transform(val), aligner.scorer(), config.ks)
-        print(json.dumps({"split": "val", **scores}, indent=2))
-    print(f"saved {args.out}")
+    result = api.train(
+        args.config, args.aligner, args.out, metric=args.metric, seed=args.seed, **_p(args)
+    )
+    if result.val_scores:
+        print(json.dumps({"split": "val", **result.val_scores}, indent=2))
+    print(f"saved {result.path}")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from xmodal.align.base import load_aligner
-    from xmodal.experiments import load_config
-    from xmodal.retrieval.evaluate import evaluate
+    from xmodal import api
 
-    config = load_config(args.config)
-    aligner = load_aligner(args.model)
-    data = _prepared(config, not args.quiet).splits[args.split]
-    scores = evaluate(aligner.transform(data), aligner.scorer(), config.ks)
+    scores = api.evaluate_model(args.config, args.model, args.split, **_p(args))
     print(json.dumps({"model": args.model, "split": args.split, **scores}, indent=2))
     return 0
 
 
 def _cmd_index_build(args: argparse.Namespace) -> int:
-    from xmodal.experiments import load_config
-    from xmodal.experiments.runner import prepare
-    from xmodal.retrieval.collection import build_collection
-    from xmodal.store import EmbeddingStore
+    from xmodal import api
 
-    config = load_config(args.config)
-    store = EmbeddingStore(config.cache_dir)
-    dcfg, ecfg = config.datasets[0], config.encoders[0]
-    prep = next(prepare(config, store, not args.quiet, [dcfg], [ecfg]))
-    whole = prep.whole
-    params = dict(_key_value(p) for p in args.param)
-    image_spec, text_spec = ecfg.model or ecfg.image, ecfg.model or ecfg.text
-    out = build_collection(
-        whole.dataset,
-        whole.images,
-        whole.texts,
-        image_spec,
-        text_spec,
-        args.aligner,
-        args.out,
-        args.kind,
-        **params,
-    )
+    params: dict[str, Any] = dict(_key_value(p) for p in args.param)
+    built = api.build_index(args.config, args.aligner, args.out, args.kind, **_p(args), **params)
     print(
-        f"indexed {len(whole.dataset.images)} images and {len(whole.dataset.captions)} "
-        f"captions ({args.kind}) in {out}"
+        f"indexed {built.images} images and {built.captions} captions ({built.kind}) "
+        f"in {built.folder}"
     )
     return 0
 
@@ -116,68 +77,78 @@ def _key_value(text: str) -> tuple[str, int | float | str]:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from xmodal.retrieval.collection import Collection
+    from xmodal import api
 
-    collection = Collection(args.collection)
-    if (args.query is None) == (args.image is None):
-        raise ValueError("give a text query or --image PATH (one of the two)")
-    if args.image:
-        for hit in collection.search_image(args.image, args.k):
+    for hit in api.search(args.collection, args.query, image=args.image, k=args.k):
+        if args.image:
             print(f"{hit.score:9.4f}  {hit.caption}  [{hit.image_id}]")
-    else:
-        for hit in collection.search_text(args.query, args.k):
+        else:
             print(f"{hit.score:9.4f}  {hit.image_id}  {hit.path}")
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from xmodal.serve import serve
-    except ImportError as e:
-        raise RuntimeError(f"xmodal serve needs {e.name}: pip install 'xmodal[serve]'") from None
+    from xmodal import api
 
-    serve(
-        args.paths, args.host, args.port, args.aligner, args.allow_origin, args.device, args.threads
+    api.serve(
+        args.paths,
+        host=args.host,
+        port=args.port,
+        aligner=args.aligner,
+        allow_origins=args.allow_origin,
+        device=args.device,
+        threads=args.threads,
     )
     return 0
 
 
 def _cmd_gap(args: argparse.Namespace) -> int:
-    from xmodal.experiments import load_config
-    from xmodal.report.gap import markdown, run_gap_study, write_gap_study
+    from xmodal import api
+    from xmodal.experiments.run_folder import RunFolder
+    from xmodal.report.gap import markdown
 
-    if Path(args.config).is_dir():
-        folder, study = Path(args.config), write_gap_study(args.config)
-    else:
-        config = load_config(args.config)
-        result, study = run_gap_study(config, out_dir=args.out, progress=not args.quiet)
-        folder = result.folder
+    folder, study = api.gap_study(args.config, args.out, **_p(args))
+    run = RunFolder(folder)
     print(markdown(study))
-    print(f"run folder: {folder} (gap.json, gap.md, plots/gap_*)")
+    print(f"run folder: {folder} ({run.gap_json.name}, {run.gap_md.name}, {run.plots.name}/)")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from xmodal.report import write_report
+    from xmodal import api
 
-    print(f"report: {write_report(args.run_dir, args.out)}")
+    print(f"report: {api.write_report(args.run_dir, args.out)}")
     return 0
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from xmodal.data.loaders import data_root
-    from xmodal.data.tuxpaint import fetch_tuxpaint
+    from xmodal import api
 
-    path = fetch_tuxpaint(Path(args.root) if args.root else data_root())
-    print(f"tuxpaint stamps ready in {path}")
+    print(f"{args.name} ready in {api.fetch_dataset(args.name, args.root)}")
     return 0
 
 
 def _cmd_data_info(args: argparse.Namespace) -> int:
-    from xmodal.data.loaders import describe, load_dataset
+    from xmodal import api
 
-    print(describe(load_dataset(args.source, images=args.images)))
+    print(api.dataset_info(args.source, images=args.images))
     return 0
+
+
+def _p(args: argparse.Namespace) -> dict[str, bool]:
+    """The progress switch of a command: off with --quiet, which also silences the model
+    libraries' own messages."""
+    if args.quiet:
+        from xmodal.progress import silence_libraries
+
+        silence_libraries()
+    return {"progress": not args.quiet}
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only the results: no progress, no messages"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,27 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--jobs", type=int, help="aligners fitted at once, one process each (default: the config's)"
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(run)
     run.set_defaults(func=_cmd_run)
 
     train = sub.add_parser(
         "train", help="fit one aligner of a config on its first dataset x encoder pair"
     )
     train.add_argument("config")
-    train.add_argument(
-        "--aligner", required=True, help="the aligner's name (or kind) in the config"
-    )
+    train.add_argument("--aligner", required=True, help=ALIGNER_HELP)
     train.add_argument("--metric", help="default: the aligner's first metric")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="where to save it (.safetensors)")
-    train.add_argument("--quiet", action="store_true")
+    _quiet(train)
     train.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="Recall@K of a saved aligner on a split of a config's data")
     ev.add_argument("config")
     ev.add_argument("model", help="a saved aligner (.safetensors)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--quiet", action="store_true")
+    _quiet(ev)
     ev.set_defaults(func=_cmd_eval)
 
     index = sub.add_parser("index", help="build a search index").add_subparsers(
@@ -227,11 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="index every image and caption of a config's first dataset x encoder pair"
     )
     build.add_argument("config")
-    build.add_argument("--aligner", required=True, help="a saved aligner (.safetensors)")
+    build.add_argument(
+        "--aligner", required=True, help="a saved aligner file (.safetensors), e.g. from a run"
+    )
     build.add_argument("--kind", default="hnsw", help="flat, hnsw or ivf (default: hnsw)")
     build.add_argument("--param", action="append", default=[], help="index parameter KEY=VALUE")
     build.add_argument("--out", required=True, help="the collection folder to write")
-    build.add_argument("--quiet", action="store_true")
+    _quiet(build)
     build.set_defaults(func=_cmd_index_build)
 
     search = sub.add_parser("search", help="query a collection built by `xmodal index build`")
@@ -274,12 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gap.add_argument("config", help="experiment config (YAML), or a run folder to re-analyse")
     gap.add_argument("--out", help="where the run folder goes (default: the config runs_dir)")
-    gap.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(gap)
     gap.set_defaults(func=_cmd_gap)
 
-    report = sub.add_parser("report", help="write a run folder's self-contained report.html")
+    report = sub.add_parser("report", help="write a run folder's self-contained HTML report")
     report.add_argument("run_dir", help="a run folder written by `xmodal run` or `xmodal gap`")
-    report.add_argument("--out", help="the HTML file (default: RUN_DIR/report.html)")
+    report.add_argument("--out", help="the HTML file (default: inside RUN_DIR)")
     report.set_defaults(func=_cmd_report)
 
     data = sub.add_parser("data", help="fetch or inspect datasets").add_subparsers(
@@ -297,15 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from xmodal.data.images import ImageError
-    from xmodal.experiments.config import ConfigError
-
+    """Run one command; an expected failure prints one line on stderr and returns 2."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ConfigError, ImageError, OSError, KeyError, ValueError, RuntimeError) as e:
-        print(f"xmodal: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+        return int(args.func(args))
+    except OSError as e:
+        from xmodal.files import describe_os_error
+
+        return _fail(describe_os_error(e))
+    except (KeyError, ValueError, RuntimeError) as e:  # ConfigError, ImageError, IntegrityError
+        return _fail(str(e.args[0]) if e.args else type(e).__name__)
+    except KeyboardInterrupt:
+        return _fail("interrupted (a run resumes with `xmodal run --resume RUN_DIR`)", 130)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"xmodal: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

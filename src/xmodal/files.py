@@ -47,7 +47,7 @@ def sha256_arrays(arrays: Mapping[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        digest.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+        digest.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
     return digest.hexdigest()
 
 
@@ -63,9 +63,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and not e.filename:  # a failed write() names no file
+            e.filename = str(path)
         raise
 
 

@@ -15,7 +15,7 @@ from typing import Literal, Self
 import numpy as np
 import scipy.linalg
 
-from xmodal.align.base import Aligner
+from xmodal.align.base import Aligner, FitContext
 from xmodal.align.registry import register
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric
@@ -86,7 +86,7 @@ class Center(AffineAligner):
     def __init__(self, metric: Metric | str = Metric.COSINE) -> None:
         self.metric = Metric(metric)
 
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Self:
         if train.images.shape[1] != train.texts.shape[1]:
             raise ValueError(
                 f"center needs one shared space, but images are {train.images.shape[1]}-d and "
@@ -120,10 +120,7 @@ class Ridge(AffineAligner):
         self.alpha = alpha
         self.direction = direction
 
-    def get_params(self) -> dict:
-        return {"alpha": self.alpha, "direction": self.direction}
-
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Self:
         texts, images = _pairs(train)
         self.text_mean_, self.image_mean_ = texts.mean(0), images.mean(0)
         t, i = texts - self.text_mean_, images - self.image_mean_
@@ -158,10 +155,7 @@ class Procrustes(AffineAligner):
         self.dim = dim
         self.whiten = whiten
 
-    def get_params(self) -> dict:
-        return {"dim": self.dim, "whiten": self.whiten}
-
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Self:
         dim = _check_dim("procrustes", self.dim, train)
         texts, images = _pairs(train)
         self.text_mean_, self.image_mean_ = texts.mean(0), images.mean(0)
@@ -197,10 +191,7 @@ class CCA(AffineAligner):
         self.reg = reg
         self.power = power
 
-    def get_params(self) -> dict:
-        return {"dim": self.dim, "reg": self.reg, "power": self.power}
-
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Self:
         dim = _check_dim("cca", self.dim, train)
         texts, images = _pairs(train)
         self.text_mean_, self.image_mean_ = texts.mean(0), images.mean(0)

@@ -11,11 +11,10 @@ which makes it a strong ensemble member. Texts are left as the text encoder made
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
-from xmodal.align.base import Aligner
+from xmodal.align.base import Aligner, FitContext
 from xmodal.align.registry import register
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric, l2_normalize
@@ -26,46 +25,41 @@ BLOCK = 4096
 
 @register("conse")
 class ConSE(Aligner):
-    """`image_encoder` / `text_encoder` are the specs of the pair that made the vectors; a run
-    fills them in from its config. The classifier and the embedded class names are saved with
-    the aligner, so a loaded one needs neither encoder."""
+    """The fit context names the encoder pair that made the vectors (a run fills it in from
+    its config). The classifier and the embedded class names are saved with the aligner, and
+    the encoder specs as `image_encoder_` / `text_encoder_`: a loaded one needs neither
+    encoder."""
+
+    fitted_attrs = ("image_encoder_", "text_encoder_")
 
     def __init__(
-        self,
-        metric: Metric | str = Metric.COSINE,
-        image_encoder: str | None = None,
-        text_encoder: str | None = None,
-        top: int = 5,
-        template: str = "A {}.",
+        self, metric: Metric | str = Metric.COSINE, top: int = 5, template: str = "A {}."
     ) -> None:
         if top < 1:
             raise ValueError(f"conse: top must be >= 1, got {top}")
         if "{}" not in template:
             raise ValueError(f"conse: template {template!r} needs a {{}} for the class name")
         self.metric = Metric(metric)
-        self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.top, self.template = top, template
 
-    def get_params(self) -> dict[str, Any]:
-        keys = ("image_encoder", "text_encoder", "top", "template")
-        return {k: getattr(self, k) for k in keys}
-
-    def fit(self, train: Embedded, val: Embedded | None = None) -> ConSE:
-        if self.image_encoder is None or self.text_encoder is None:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> ConSE:
+        context = context or FitContext()
+        if context.image_encoder is None or context.text_encoder is None:
             raise ValueError(
                 "conse needs the specs of the image and text encoders that made the vectors "
-                "(`image_encoder`, `text_encoder`); `xmodal run` fills them in from an "
-                "`image` + `text` encoder pair"
+                "(FitContext `image_encoder`, `text_encoder`); `xmodal run` fills them in from "
+                "an `image` + `text` encoder pair"
             )
+        self.image_encoder_, self.text_encoder_ = context.image_encoder, context.text_encoder
         self.weight_, self.bias_, self.classes_ = class_text_vectors(
-            self.image_encoder, self.text_encoder, self.template
+            self.image_encoder_, self.text_encoder_, self.template
         )
         for part, want in (("images", self.weight_.shape[1]), ("texts", self.classes_.shape[1])):
             got = getattr(train, part).shape[1]
             if got != want:
                 raise ValueError(
-                    f"conse: train.{part} are {got}-d but {self.image_encoder} / "
-                    f"{self.text_encoder} give {want}-d vectors: not the encoders that made them"
+                    f"conse: train.{part} are {got}-d but {self.image_encoder_} / "
+                    f"{self.text_encoder_} give {want}-d vectors: not the encoders that made them"
                 )
         return self
 

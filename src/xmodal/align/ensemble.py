@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.align.base import Aligner, Scorer
-from xmodal.align.registry import build_aligner, register, with_runtime
+from xmodal.align.base import Aligner, FitContext, Scorer
+from xmodal.align.registry import build_aligner, register
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric
 
@@ -35,17 +35,17 @@ CSLS_BLOCK = 4096
 
 @register("ensemble")
 class Ensemble(Aligner):
+    """Members are fitted with the ensemble's own fit context (same seed, validation pairs,
+    encoder specs); the scale sample and the CSLS bank are seeded by it too."""
+
     learned_scorer = True  # a sum of several spaces' scores: no single vector index serves it
+    composite = True
 
     def __init__(
         self,
         metric: Metric | str = Metric.COSINE,
         members: list[dict[str, Any]] | None = None,
         csls: int = 0,
-        seed: int = 0,
-        progress: bool = False,
-        image_encoder: str | None = None,
-        text_encoder: str | None = None,
     ) -> None:
         if not members:
             raise ValueError("an ensemble needs `members`: a list of {kind: ..., <params>}")
@@ -54,12 +54,8 @@ class Ensemble(Aligner):
         self.metric = Metric(metric)
         self.members = [dict(m) for m in members]
         self.csls = csls
-        self.seed = seed
-        self.progress = progress
-        runtime = {"seed": seed, "progress": progress}
-        runtime |= {"image_encoder": image_encoder, "text_encoder": text_encoder}
         self.weights = np.array([self._weight(spec) for spec in self.members], np.float64)
-        self.members_ = [self._member(spec, runtime) for spec in self.members]
+        self.members_ = [self._member(spec) for spec in self.members]
 
     @staticmethod
     def _weight(spec: dict[str, Any]) -> float:
@@ -68,23 +64,20 @@ class Ensemble(Aligner):
             raise ValueError(f"ensemble member {spec!r}: weight must be a positive number")
         return float(weight)
 
-    def _member(self, spec: dict[str, Any], runtime: dict[str, Any]) -> Aligner:
+    def _member(self, spec: dict[str, Any]) -> Aligner:
         params = {k: v for k, v in spec.items() if k not in ("kind", "weight")}
         if "kind" not in spec or spec["kind"] == "ensemble":
             raise ValueError(f"ensemble member {spec!r}: needs a `kind` other than ensemble")
-        params = with_runtime(spec["kind"], params, **runtime)
         params.setdefault("metric", self.metric)
         return build_aligner(spec["kind"], **params)
 
-    def get_params(self) -> dict[str, Any]:
-        return {"members": self.members, "csls": self.csls, "seed": self.seed}
-
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Ensemble:
-        rng = np.random.default_rng(self.seed)
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Ensemble:
+        context = context or FitContext()
+        rng = np.random.default_rng(context.seed)
         sample = rng.choice(len(train.texts), min(SCALE_SAMPLE, len(train.texts)), replace=False)
         scales, widths = [], []
         for member in self.members_:
-            member.fit(train, val)
+            member.fit(train, context)
             t = member.transform(train)
             s = member.scorer()(t.texts[sample], t.images)
             scales.append((float(s.mean()), float(s.std()) or 1.0))
@@ -154,6 +147,15 @@ class Ensemble(Aligner):
         for j, member in enumerate(self.members_):
             out |= {f"m{j}.{k}": v for k, v in member.state().items()}
         return out
+
+    def fitted_info(self) -> dict[str, Any]:
+        return {
+            f"m{j}.{k}": v for j, m in enumerate(self.members_) for k, v in m.fitted_info().items()
+        }
+
+    def set_fitted_info(self, info: dict[str, Any]) -> None:
+        for j, member in enumerate(self.members_):
+            member.set_fitted_info({name: info[f"m{j}.{name}"] for name in member.fitted_attrs})
 
     def set_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.scales_, self.widths_ = tensors["scales"], tensors["widths"]

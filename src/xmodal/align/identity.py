@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xmodal.align.base import Aligner
+from xmodal.align.base import Aligner, FitContext
 from xmodal.align.registry import register
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric
@@ -15,7 +15,7 @@ class Identity(Aligner):
     def __init__(self, metric: Metric | str = Metric.COSINE) -> None:
         self.metric = Metric(metric)
 
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Identity:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Identity:
         if train.images.shape[1] != train.texts.shape[1]:
             raise ValueError(
                 f"identity alignment needs one shared space, but images are "

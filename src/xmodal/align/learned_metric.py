@@ -27,25 +27,11 @@ class _LearnedMetric(TorchAligner):
         head_depth: int = 0,
         head_hidden: int = 512,
         dropout: float = 0.1,
-        progress: bool = False,
-        device: str | None = None,
         **training: Any,
     ) -> None:
-        super().__init__(metric, progress=progress, device=device, **training)
-        self.dim, self.head_depth, self.head_hidden, self.dropout = (
-            dim,
-            head_depth,
-            head_hidden,
-            dropout,
-        )
-
-    def _model_params(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "head_depth": self.head_depth,
-            "head_hidden": self.head_hidden,
-            "dropout": self.dropout,
-        }
+        super().__init__(metric, **training)
+        self.dim, self.head_depth, self.head_hidden = dim, head_depth, head_hidden
+        self.dropout = dropout
 
     def _heads(self, d_text: int, d_image: int):
         args = (self.dim, self.head_hidden, self.head_depth, self.dropout)
@@ -62,9 +48,6 @@ class MLPScorerAligner(_LearnedMetric):
         super().__init__(metric, **kw)
         self.hidden, self.depth = hidden, depth
 
-    def _model_params(self) -> dict[str, Any]:
-        return {**super()._model_params(), "hidden": self.hidden, "depth": self.depth}
-
     def _build(self, d_text: int, d_image: int) -> PairModel:
         pair = MLPPairScorer(self.dim, self.hidden, self.depth, self.dropout)
         return PairModel(d_text, d_image, *self._heads(d_text, d_image), self.metric, pair)
@@ -77,9 +60,6 @@ class BilinearAligner(_LearnedMetric):
     def __init__(self, metric: Metric | str = Metric.COSINE, rank: int = 32, **kw: Any):
         super().__init__(metric, **kw)
         self.rank = rank
-
-    def _model_params(self) -> dict[str, Any]:
-        return {**super()._model_params(), "rank": self.rank}
 
     def _build(self, d_text: int, d_image: int) -> PairModel:
         pair = BilinearScorer(self.dim, self.rank)

@@ -27,22 +27,17 @@ class _Projection(TorchAligner):
         metric: Metric | str = Metric.COSINE,
         dim: int = 256,
         dropout: float = 0.0,
-        progress: bool = False,
-        device: str | None = None,
         **training: Any,
     ) -> None:
-        super().__init__(metric, progress=progress, device=device, **training)
+        super().__init__(metric, **training)
         self.dim = dim
         self.dropout = dropout
-
-    def _model_params(self) -> dict[str, Any]:
-        return {"dim": self.dim, "dropout": self.dropout}
 
     def _build(self, d_text: int, d_image: int) -> PairModel:
         def head(d_in: int, d_out: int) -> nn.Module:
             return projection_head(d_in, d_out, self.hidden, self.depth, self.dropout)
 
-        if self.options.loss == "mse":
+        if self.loss == "mse":
             return PairModel(d_text, d_image, head(d_text, d_image), nn.Identity(), self.metric)
         return PairModel(
             d_text, d_image, head(d_text, self.dim), head(d_image, self.dim), self.metric
@@ -69,15 +64,10 @@ class MLPAligner(_Projection):
         hidden: int = 1024,
         depth: int = 1,
         dropout: float = 0.2,
-        progress: bool = False,
-        device: str | None = None,
         **training: Any,
     ) -> None:
         if depth < 1:
             raise ValueError(f"mlp aligner needs depth >= 1 (use 'linear' for 0), got {depth}")
-        super().__init__(metric, dim, dropout, progress, device, **training)
+        super().__init__(metric, dim, dropout, **training)
         self.hidden = hidden
         self.depth = depth
-
-    def _model_params(self) -> dict[str, Any]:
-        return {**super()._model_params(), "hidden": self.hidden, "depth": self.depth}

@@ -1,15 +1,12 @@
-"""Aligner kinds by name, as used in configs and saved files; other packages add kinds
-through the entry-point group `xmodal.aligners` (see docs/extending.md)."""
+"""Aligner kinds by name, as used in configs and saved files, and what each kind is; other
+packages add kinds through the entry-point group `xmodal.aligners` (see docs/extending.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from xmodal.align.base import Aligner
+from xmodal.align.base import TRAITS, Aligner
 from xmodal.registry import Registry
-
-#: class-level facts an aligner kind may declare, readable without building one
-TRAITS = ("trained", "learned_scorer")
 
 
 def _adopt(kind: str, cls: Any) -> type[Aligner]:
@@ -25,36 +22,24 @@ ALIGNERS: Registry[type[Aligner]] = Registry(
 register = ALIGNERS.register
 
 
+def aligner_class(kind: str) -> type[Aligner]:
+    """The class registered under `kind` (an unknown kind lists the known ones)."""
+    return ALIGNERS[kind]
+
+
 def build_aligner(kind: str, **params: Any) -> Aligner:
-    return ALIGNERS[kind](**params)
-
-
-def traits(kind: str) -> dict[str, Any]:
-    """The TRAITS an aligner kind's class declares (e.g. {"learned_scorer": True})."""
-    cls = ALIGNERS[kind]
-    return {name: getattr(cls, name) for name in TRAITS if hasattr(cls, name)}
-
-
-def accepts(kind: str, param: str) -> bool:
-    """Whether an aligner kind takes this constructor parameter (e.g. `seed`, `progress`):
-    a named one, or one its `**kwargs` are declared to take (`keyword_params`)."""
-    import inspect
-
-    cls = ALIGNERS[kind]
-    return param in inspect.signature(cls.__init__).parameters or param in getattr(
-        cls, "keyword_params", ()
-    )
-
-
-#: what a run knows and an aligner may take: its seed, whether to show progress, and the specs
-#: of the encoders that made the vectors (for aligners that use the models themselves)
-RUNTIME_PARAMS = ("seed", "progress", "image_encoder", "text_encoder")
-
-
-def with_runtime(kind: str, params: dict[str, Any], **runtime: Any) -> dict[str, Any]:
-    """`params` plus each runtime value the kind accepts and the user did not set."""
-    unknown = set(runtime) - set(RUNTIME_PARAMS)
+    cls = aligner_class(kind)
+    unknown = set(params) - set(cls.param_names())
     if unknown:
-        raise TypeError(f"not runtime parameters: {sorted(unknown)}")
-    extra = {k: v for k, v in runtime.items() if k not in params and accepts(kind, k)}
-    return {**params, **extra}
+        raise ValueError(
+            f"aligner {kind!r} got unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"its parameters: {', '.join(sorted(cls.param_names()))}"
+        )
+    return cls(**params)
+
+
+def aligner_traits(kind: str) -> dict[str, bool]:
+    """What a kind is: trained (by gradient descent), learned_scorer (no single metric on one
+    pair of vectors scores it), composite (built from member aligners)."""
+    cls = aligner_class(kind)
+    return {trait: bool(getattr(cls, trait)) for trait in TRAITS}

@@ -10,7 +10,7 @@ from typing import Self
 
 import numpy as np
 
-from xmodal.align.base import Aligner
+from xmodal.align.base import Aligner, FitContext
 from xmodal.align.registry import register
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric, l2_normalize
@@ -27,30 +27,21 @@ class Relative(Aligner):
         topk: int = 0,
         power: float = 1.0,
         center: bool = True,
-        seed: int = 0,
     ) -> None:
         """n_anchors: training pairs used as anchors (all when fewer); topk: keep only the k
         largest similarities per vector (0: all); power: sign-preserving exponent on the kept
         similarities (ASIF uses large powers to sharpen); center: subtract each modality's
-        train mean before the cosine (removes the gap offset, spreads the similarities)."""
+        train mean before the cosine (removes the gap offset, spreads the similarities). The
+        anchors are a sample seeded by the fit context's seed."""
         if n_anchors < 1 or topk < 0:
             raise ValueError(f"relative needs n_anchors >= 1 and topk >= 0: {n_anchors}, {topk}")
         self.metric = Metric(metric)
         self.n_anchors, self.topk, self.power = n_anchors, topk, power
-        self.center, self.seed = center, seed
+        self.center = center
         self.text_anchors_: np.ndarray | None = None
 
-    def get_params(self) -> dict:
-        return {
-            "n_anchors": self.n_anchors,
-            "topk": self.topk,
-            "power": self.power,
-            "center": self.center,
-            "seed": self.seed,
-        }
-
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
-        rng = np.random.default_rng(self.seed)
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Self:
+        rng = np.random.default_rng((context or FitContext()).seed)
         n = len(train.texts)
         rows = np.sort(rng.choice(n, size=min(self.n_anchors, n), replace=False))
         texts, images = np.asarray(train.texts, np.float32), np.asarray(train.images, np.float32)

@@ -1,27 +1,29 @@
 """The shared trainer of the torch aligners: batching, optimiser, schedule, model selection.
 
 A batch is a random set of captions with their images; images shared by several captions of
-the batch appear once, and every caption of an image counts as a positive for it. With a
-validation split the model is evaluated every `eval_every` epochs and the state with the best
-validation RSUM is kept (early stopping after `patience` evaluations without improvement);
-the test split is never seen. Same seed -> same numbers (seeded init, dropout and batching).
+the batch appear once, and every caption of an image counts as a positive for it. With
+validation pairs (`FitContext.val`) the model is evaluated every `eval_every` epochs and the
+state with the best validation score (`FitContext.primary`, over `FitContext.ks`) is kept
+(early stopping after `patience` evaluations without improvement); the test split is never
+seen. Same seed -> same numbers (seeded init, dropout and batching). A non-finite loss, weight
+or validation score ends the fit with FitDiverged: no such state is ever kept or reported.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xmodal.align.base import Aligner, Scorer
+from xmodal.align.base import Aligner, FitContext, FitDiverged, Scorer
 from xmodal.align.losses import MSE, build_loss
 from xmodal.align.nets import PairModel, blocked_pair_scores
 from xmodal.embeddings import Embedded
@@ -33,64 +35,53 @@ from xmodal.similarity.ranking import retrieval_scores
 TRANSFORM_BLOCK = 8192
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    """Hyper-parameters of training shared by all torch aligners."""
-
-    loss: str = "infonce"
-    #: the loss's own hyper-parameters (e.g. temperature, margin), see xmodal.align.losses
-    loss_params: dict[str, Any] = field(default_factory=dict)
-    standardize: bool = True
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    eval_every: int = 5
-    #: evaluations without a better validation RSUM before stopping
-    patience: int = 6
-    seed: int = 0
-
-    @classmethod
-    def parse(cls, kind: str, params: dict[str, Any]) -> TrainOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"aligner {kind!r} got unknown parameter(s) {sorted(unknown)}; "
-                f"training parameters: {sorted(known)}"
-            )
-        opts = cls(**params)
-        build_loss(opts.loss, **opts.loss_params)  # fail now on a bad loss name or parameter
-        if opts.epochs < 1 or opts.batch_size < 2 or opts.eval_every < 1 or opts.patience < 1:
-            raise ValueError(f"aligner {kind!r}: epochs, eval_every, patience >= 1, batch >= 2")
-        return opts
-
-
 class TorchAligner(Aligner):
-    """Base of the aligners trained with torch; subclasses say how to build the model."""
+    """Base of the aligners trained with torch; subclasses say how to build the model.
 
+    Training parameters, shared by all: `loss` and its own `loss_params` (e.g. temperature,
+    margin; see xmodal.align.losses), `standardize` the inputs, `epochs`, `batch_size`, `lr`,
+    `weight_decay` (AdamW, weight matrices only), `eval_every` epochs a validation, and
+    `patience` evaluations without a better validation score before stopping.
+    """
+
+    trained = True
     #: False for aligners whose scorer is a learned network (no regression loss for them)
     supports_mse: bool = True
-    #: what the `**training` keyword arguments take
-    keyword_params: ClassVar[frozenset[str]] = frozenset(f.name for f in fields(TrainOptions))
+    #: set by fit: loss (and validation score) per epoch, the kept epoch (None without
+    #: validation), and {"best_epoch", "stopped_epoch"} for the results row
+    history_: list[dict[str, float]]
+    best_epoch_: int | None
+    fit_report_: dict[str, int | None]
 
     def __init__(
         self,
-        metric: Metric | str,
-        progress: bool = False,
-        device: str | None = None,
-        **training: Any,
+        metric: Metric | str = Metric.COSINE,
+        loss: str = "infonce",
+        loss_params: dict[str, Any] | None = None,
+        standardize: bool = True,
+        epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        eval_every: int = 5,
+        patience: int = 6,
     ) -> None:
         self.metric = Metric(metric)
-        self.options = TrainOptions.parse(self.kind, training)
-        if self.options.loss == "mse" and not self.supports_mse:
+        self.loss, self.loss_params = loss, dict(loss_params or {})
+        self.standardize = standardize
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.weight_decay, self.eval_every, self.patience = weight_decay, eval_every, patience
+        build_loss(loss, **self.loss_params)  # fail now on a bad loss name or parameter
+        if epochs < 1 or batch_size < 2 or eval_every < 1 or patience < 1:
+            raise ValueError(
+                f"aligner {self.kind!r}: epochs, eval_every, patience >= 1, batch >= 2"
+            )
+        if loss == "mse" and not self.supports_mse:
             raise ValueError(
                 f"aligner {self.kind!r} scores pairs with a learned network, which a regression "
                 "(mse) loss cannot train: it has no score matrix; use infonce, hinge, listnet "
                 "or listmle"
             )
-        self.progress = progress
-        self.device = device
         self.model_: PairModel | None = None
 
     # subclass hooks -------------------------------------------------------------------------
@@ -98,14 +89,7 @@ class TorchAligner(Aligner):
     def _build(self, d_text: int, d_image: int) -> PairModel:
         """A fresh (untrained) model for these input dims."""
 
-    @abstractmethod
-    def _model_params(self) -> dict[str, Any]:
-        """The architecture hyper-parameters (besides metric and training options)."""
-
     # persistence ----------------------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        return {**self._model_params(), **asdict(self.options)}
-
     def state(self) -> dict[str, np.ndarray]:
         model = self._fitted()
         dims = np.array([model.std_text.mean.numel(), model.std_image.mean.numel()], np.int64)
@@ -146,33 +130,37 @@ class TorchAligner(Aligner):
         return self.model_
 
     def _device(self) -> str:
+        """The fit's device; a loaded model's is cuda when present, else cpu."""
         from xmodal.encoders.base import default_device
 
-        return self.device or default_device()
+        return getattr(self, "device_", None) or default_device()
 
     # training -------------------------------------------------------------------------------
-    def fit(self, train: Embedded, val: Embedded | None = None) -> Self:
-        opts = self.options
+    def fit(self, train: Embedded, context: FitContext | None = None) -> Self:
+        context = context or FitContext()
         _check_inputs(train, "train")
+        val = context.val
         if val is not None:
             _check_inputs(val, "val")
             for part in ("images", "texts"):
                 got, want = getattr(val, part).shape[1], getattr(train, part).shape[1]
                 if got != want:
                     raise ValueError(f"val.{part} are {got}-d but train.{part} {want}-d")
-        torch.manual_seed(opts.seed)
-        device = self._device()
+        from xmodal.encoders.base import default_device
+
+        torch.manual_seed(context.seed)
+        self.device_ = device = context.device or default_device()
         texts = torch.from_numpy(np.asarray(train.texts, np.float32)).to(device)
         images = torch.from_numpy(np.asarray(train.images, np.float32)).to(device)
         owner = torch.from_numpy(np.asarray(train.caption_image, np.int64)).to(device)
         model = self._build(texts.shape[1], images.shape[1]).to(device)
-        if opts.standardize:
+        if self.standardize:
             model.std_text.fit(texts)
             model.std_image.fit(images[owner.unique()])
         self.model_ = model
-        loss_fn = build_loss(opts.loss, **opts.loss_params).to(device)
+        loss_fn = build_loss(self.loss, **self.loss_params).to(device)
         with _cpu_threads(1 if torch.device(device).type == "cpu" else None):
-            _Trainer(self, model, loss_fn, texts, images, owner).run(val)
+            _Trainer(self, model, loss_fn, texts, images, owner, context.seed).run(context)
         return self
 
 
@@ -199,59 +187,93 @@ class _Trainer:
     """One fit: the loop state kept out of the aligner."""
 
     def __init__(
-        self, aligner: TorchAligner, model: PairModel, loss_fn: nn.Module, texts, images, owner
+        self,
+        aligner: TorchAligner,
+        model: PairModel,
+        loss_fn: nn.Module,
+        texts,
+        images,
+        owner,
+        seed: int,
     ):
         self.aligner, self.model, self.loss_fn = aligner, model, loss_fn
         self.texts, self.images, self.owner = texts, images, owner
-        self.opts = aligner.options
-        self.generator = torch.Generator().manual_seed(self.opts.seed)
+        self.generator = torch.Generator().manual_seed(seed)
         n = len(texts)
-        self.steps_per_epoch = max(1, n // min(self.opts.batch_size, n))
-        self.optimizer = _adamw(model, loss_fn, self.opts)
-        total = self.opts.epochs * self.steps_per_epoch
+        self.steps_per_epoch = max(1, n // min(aligner.batch_size, n))
+        self.optimizer = _adamw(model, loss_fn, aligner.lr, aligner.weight_decay)
+        total = aligner.epochs * self.steps_per_epoch
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * min(step, total) / total))
         )
 
-    def run(self, val: Embedded | None) -> None:
-        aligner, model, opts = self.aligner, self.model, self.opts
-        best, best_state, stale = -np.inf, None, 0
-        aligner.history_ = []
-        bar = tqdm(range(opts.epochs), desc=f"fit {aligner.kind}", disable=not aligner.progress)
-        for epoch in bar:
+    def run(self, context: FitContext) -> None:
+        """Train; keep the state of the best validation score (the last one without val).
+        Fills the aligner's history_, best_epoch_ and fit_report_."""
+        aligner, model, val = self.aligner, self.model, context.val
+        best, best_state, stale, epoch = -math.inf, None, 0, 0
+        aligner.history_, aligner.best_epoch_ = [], None
+        column = f"val_{context.primary}"
+        bar = tqdm(range(aligner.epochs), desc=f"fit {aligner.kind}", disable=not context.progress)
+        for epoch in (e + 1 for e in bar):
             model.train()
-            loss = self.epoch()
-            record = {"epoch": epoch + 1, "loss": loss}
-            if val is not None and ((epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs):
+            record: dict[str, float] = {"epoch": epoch, "loss": self.epoch(epoch)}
+            self.check_weights(epoch)
+            if val is not None and (epoch % aligner.eval_every == 0 or epoch == aligner.epochs):
                 model.eval()
-                scores = retrieval_scores(aligner.transform(val), aligner.scorer())
-                record["val_rsum"] = scores["rsum"]
-                if record["val_rsum"] > best:
-                    best, stale = record["val_rsum"], 0
+                record[column] = self.validate(val, context, epoch)
+                if record[column] > best:
+                    best, stale = record[column], 0
                     best_state = copy.deepcopy(model.state_dict())
-                    aligner.best_epoch_ = epoch + 1
+                    aligner.best_epoch_ = epoch
                 else:
                     stale += 1
             aligner.history_.append(record)
             bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
-            if stale >= opts.patience:
+            if stale >= aligner.patience:
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
+        aligner.fit_report_ = {"best_epoch": aligner.best_epoch_, "stopped_epoch": epoch}
 
-    def epoch(self) -> float:
-        n, bs = len(self.texts), min(self.opts.batch_size, len(self.texts))
+    def epoch(self, epoch: int) -> float:
+        n, bs = len(self.texts), min(self.aligner.batch_size, len(self.texts))
         order = torch.randperm(n, generator=self.generator).to(self.texts.device)
         total = 0.0
         for step in range(self.steps_per_epoch):  # the remainder batch is dropped
             loss = self.batch_loss(order[step * bs : (step + 1) * bs])
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FitDiverged(self.aligner.kind, epoch, f"training loss is {value}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
-            total += loss.item()
+            total += value
         return total / self.steps_per_epoch
+
+    def check_weights(self, epoch: int) -> None:
+        for name, weight in self.model.state_dict().items():
+            if weight.is_floating_point() and not torch.isfinite(weight).all():
+                raise FitDiverged(self.aligner.kind, epoch, f"weight {name} holds NaN or inf")
+
+    def validate(self, val: Embedded, context: FitContext, epoch: int) -> float:
+        """The primary validation score; non-finite scores (which rank as ties, and can make
+        a dead model look perfect) raise FitDiverged."""
+        aligner = self.aligner
+        scorer = aligner.scorer()
+
+        def finite(texts: np.ndarray, images: np.ndarray) -> np.ndarray:
+            scores = scorer(texts, images)
+            if not np.isfinite(scores).all():
+                raise FitDiverged(aligner.kind, epoch, "validation scores hold NaN or inf")
+            return scores
+
+        value = retrieval_scores(aligner.transform(val), finite, context.ks)[context.primary]
+        if not math.isfinite(value):
+            raise FitDiverged(aligner.kind, epoch, f"validation {context.primary} is {value}")
+        return value
 
     def batch_loss(self, rows: torch.Tensor) -> torch.Tensor:
         model = self.model
@@ -268,16 +290,18 @@ class _Trainer:
         return self.loss_fn(model.score(u, v), positives, relevance)
 
 
-def _adamw(model: nn.Module, loss_fn: nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
+def _adamw(
+    model: nn.Module, loss_fn: nn.Module, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     """AdamW; weight decay on weight matrices only (not biases, norms, temperature)."""
     params = [p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
     groups = [
-        {"params": decay, "weight_decay": opts.weight_decay},
+        {"params": decay, "weight_decay": weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=opts.lr)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _check_inputs(data: Embedded, name: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xmodal.data.dataset import Caption, Dataset, Image, Problem
+from xmodal.data.dataset import Caption, Dataset, Image, Problem, caption_text
 from xmodal.data.images import drop_missing
 
 
@@ -45,22 +45,6 @@ def fields(
         problems.append(Problem(where, f"missing {', '.join(map(repr, missing))}"))
         return None
     return tuple(record[k] for k in keys)
-
-
-def caption_text(value: Any, where: str, problems: list[Problem]) -> str | None:
-    """The stripped caption, or None (and a problem) if it is not text, not UTF-8, or empty."""
-    if not isinstance(value, str):
-        problems.append(Problem(where, f"caption is not text ({type(value).__name__})"))
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:  # lone surrogates: undecodable bytes or bad \u escapes
-        problems.append(Problem(where, f"caption is not valid UTF-8 ({e.reason})"))
-        return None
-    if not value.strip():
-        problems.append(Problem(where, "empty caption"))
-        return None
-    return value.strip()
 
 
 def load_coco(path: str | Path, images: str | Path | None = None) -> Dataset:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from xmodal.files import atomic_write_text
+
 SPLITS = ("train", "val", "test")
+_LAYOUT = re.compile(r"[\t\n\r\v\f]+")  # whitespace controls: become one space
+# any other C0 control or DEL (NUL...) is refused; C1 ones (U+0080-9F) are left alone: they are
+# mis-decoded Windows-1252 punctuation in real caption files (Tux Paint's translations)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,28 @@ def _validated(
     return [im for im in good_images if im.id in captioned], good_caps
 
 
+def caption_text(value: Any, where: str, problems: list[Problem]) -> str | None:
+    """The caption cleaned (stripped; tabs and line breaks become spaces), or None and a problem
+    naming `where` if it is not text, not UTF-8, holds a control character (NUL...), or is empty."""
+    if not isinstance(value, str):
+        problems.append(Problem(where, f"caption is not text ({type(value).__name__})"))
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates: undecodable bytes or bad \u escapes
+        problems.append(Problem(where, f"caption is not valid UTF-8 ({e.reason})"))
+        return None
+    value = _LAYOUT.sub(" ", value).strip()
+    if bad := _CONTROL.search(value):
+        code = f"U+{ord(bad.group()):04X}"
+        problems.append(Problem(where, f"caption holds a control character ({code})"))
+        return None
+    if not value:
+        problems.append(Problem(where, "empty caption"))
+        return None
+    return value
+
+
 def split_ids(dataset: Dataset, fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
     """Deterministic split of image ids (so all captions of an image fall in one split).
 
@@ -159,7 +189,8 @@ def split_ids(dataset: Dataset, fractions: Mapping[str, float], seed: int) -> di
 
 
 def write_problems(problems: Iterable[Problem], path: Path) -> None:
-    """Problems as JSON lines, one per problem, for the run folder."""
-    with open(path, "w", encoding="utf-8") as f:
-        for p in problems:
-            f.write(json.dumps({"where": p.where, "message": p.message, "action": p.action}) + "\n")
+    """Problems as JSON lines, one per problem, for the run folder (written atomically)."""
+    rows = (
+        json.dumps({"where": p.where, "message": p.message, "action": p.action}) for p in problems
+    )
+    atomic_write_text(path, "".join(f"{row}\n" for row in rows))

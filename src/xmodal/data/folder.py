@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xmodal.data.dataset import Caption, Dataset, Image, Problem
+from xmodal.data.dataset import Caption, Dataset, Image, Problem, caption_text
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 
 
 def read_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
-    """The stripped non-empty lines of a text file with their 1-based line numbers.
+    """The cleaned non-empty lines of a text file with their 1-based line numbers.
 
-    A line that is not UTF-8 becomes a problem naming file:line; the other lines are kept.
+    A line that is not UTF-8 or holds a control character becomes a problem naming file:line;
+    the other lines are kept.
     """
     try:
         raw = path.read_bytes()
@@ -26,7 +27,7 @@ def read_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
         except UnicodeDecodeError as e:
             problems.append(Problem(f"{path}:{n}", f"not UTF-8 ({e.reason} at byte {e.start})"))
             continue
-        if text:
+        if text and (text := caption_text(text, f"{path}:{n}", problems)) is not None:
             lines.append((n, text))
     return lines
 
@@ -49,18 +50,22 @@ def load_folder(path: str | Path) -> Dataset:
         sidecar = file.with_suffix(".txt")
         if sidecar in owner:
             problems.append(
-                Problem(str(file), f"{sidecar.name} already belongs to {owner[sidecar]}")
+                Problem(str(file), f"{sidecar.name} already belongs to '{owner[sidecar]}'")
             )
             continue
         owner[sidecar] = file
         if not sidecar.is_file():
             problems.append(Problem(str(file), f"no caption file {sidecar.name}"))
             continue
+        known = len(problems)
         lines = read_lines(sidecar, problems)
         if not lines:
-            problems.append(Problem(str(sidecar), "no caption (empty file)", "image skipped"))
+            if len(problems) == known:  # else its lines' problems already say why
+                problems.append(Problem(str(sidecar), "no caption (empty file)", "image skipped"))
             continue
         image_id = file.relative_to(root).with_suffix("").as_posix()
         images.append(Image(image_id, file))
         captions.extend(Caption(f"{image_id}#{n}", text, image_id) for n, text in lines)
+    for orphan in sorted(set(root.rglob("*.txt")) - owner.keys()):
+        problems.append(Problem(str(orphan), "caption file with no image", "ignored"))
     return Dataset(root.resolve().name, images, captions, problems)

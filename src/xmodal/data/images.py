@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from xmodal.data.dataset import Caption, Image, Problem
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000; beyond this an image is refused, not decoded
+#: what `load_rgb` makes of a file; part of every image encoder's cache fingerprint, so a change
+#: here (2: EXIF orientation applied) never reuses vectors of the old pixels
+DECODING = "rgb2"
 
 
 class ImageError(ValueError):
@@ -18,7 +25,8 @@ class ImageError(ValueError):
 
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> PILImage.Image:
-    """Decode an image to RGB, compositing any transparency on white.
+    """Decode an image to RGB, upright by its EXIF orientation (phone photos are stored
+    sideways), compositing any transparency on white.
 
     Raises ImageError for a missing, empty, truncated, oversized or non-image file.
     """
@@ -37,7 +45,7 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> PILImage.Image:
                 if w * h > max_pixels:
                     raise ImageError(f"{path}: {w}x{h} pixels exceeds the limit of {max_pixels}")
                 im.load()
-                return _to_rgb_on_white(im)
+                return _to_rgb_on_white(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as e:
@@ -73,3 +81,17 @@ def drop_missing(
         [im for im in images if im.id not in missing],
         [c for c in captions if c.image_id not in missing],
     )
+
+
+def decode_problems(images: Sequence[Image], workers: int | None = None) -> list[Problem]:
+    """Fully decode every image (as a run would) and return one problem per unusable file."""
+
+    def check(im: Image) -> Problem | None:
+        try:
+            load_rgb(im.path)
+        except ImageError as e:
+            return Problem(str(im.path), str(e).removeprefix(f"{im.path}: "), "image skipped")
+        return None
+
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        return [p for p in pool.map(check, images) if p is not None]

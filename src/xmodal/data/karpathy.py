@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from xmodal.data.coco import caption_text, fields, read_json, record_list
-from xmodal.data.dataset import SPLITS, Caption, Dataset, Image, Problem
+from xmodal.data.coco import fields, read_json, record_list
+from xmodal.data.dataset import SPLITS, Caption, Dataset, Image, Problem, caption_text
 from xmodal.data.images import drop_missing
 
 SPLIT_NAMES = {"train": "train", "restval": "train", "val": "val", "test": "test"}

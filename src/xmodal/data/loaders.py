@@ -17,6 +17,7 @@ from typing import Any
 from xmodal.data.coco import load_coco
 from xmodal.data.dataset import Dataset, Problem
 from xmodal.data.folder import load_folder
+from xmodal.data.images import decode_problems
 from xmodal.data.karpathy import load_karpathy
 from xmodal.data.manifest import load_manifest
 from xmodal.data.tuxpaint import load_tuxpaint
@@ -75,8 +76,17 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     return loader(path, **options)
 
 
-def describe(ds: Dataset, examples: int = 3) -> str:
-    """Counts, captions per image, given splits, translations, and the problems grouped by kind."""
+def describe(ds: Dataset, examples: int = 3, decode: bool = True) -> str:
+    """Counts, captions per image, given splits, translations, and the problems grouped by kind.
+
+    With `decode`, every image is decoded in full first, so the problems listed are all those
+    a run would meet (a truncated PNG included); the counts are of what a run would use.
+    """
+    if decode and (bad := decode_problems(ds.images)):
+        unusable = {p.where for p in bad}
+        problems = [*ds.problems, *bad]
+        ds = ds.subset(im.id for im in ds.images if str(im.path) not in unusable)
+        ds.problems[:0] = problems
     s = ds.summary()
     lines = [
         f"dataset {ds.name} ({ds.fingerprint()})",
@@ -102,10 +112,11 @@ def describe(ds: Dataset, examples: int = 3) -> str:
 
 
 def _grouped(problems: list[Problem]) -> dict[str, list[Problem]]:
-    """Problems by message, less trailing details, quoted values and numbers ("dup id '…'")."""
+    """Problems by message, less trailing details, quoted values and counts ("dup id '…'")."""
     groups: dict[str, list[Problem]] = {}
     for p in problems:
         kind = re.sub(r"\s*\([^()]*\)$", "", p.message)
-        kind = re.sub(r"\d+", "N", re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", kind))
+        kind = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", kind)
+        kind = re.sub(r"(?<![\w.-])\d+(?![\w.-])", "N", kind)  # "N stamps", not "UTF-N"
         groups.setdefault(kind, []).append(p)
     return groups

@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from xmodal.data.coco import caption_text
-from xmodal.data.dataset import Caption, Dataset, Image, Problem
+from xmodal.data.dataset import Caption, Dataset, Image, Problem, caption_text
 from xmodal.data.images import drop_missing
 
 Rows = Iterator[tuple[int, Mapping[str, Any]]]  # (line number, row)

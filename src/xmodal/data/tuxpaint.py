@@ -18,6 +18,7 @@ from types import ModuleType
 
 from xmodal.data.dataset import Caption, Dataset, Image, Problem
 from xmodal.data.folder import read_lines
+from xmodal.files import atomic_write_bytes
 
 PACKAGE = "tuxpaint-stamps-default"
 STAMPS_SUBDIR = Path("usr/share/tuxpaint/stamps")
@@ -131,7 +132,8 @@ def _read_caption(txt: Path, problems: list[Problem]) -> tuple[str, dict[str, st
     """Line 1 (the English caption) and the language-tagged translations of a stamp's .txt."""
     lines = read_lines(txt, problems)
     if not lines or lines[0][0] != 1:
-        problems.append(Problem(str(txt), "no English caption on line 1", "stamp skipped"))
+        if not any(p.where == f"{txt}:1" for p in problems):  # else line 1's problem says why
+            problems.append(Problem(str(txt), "no English caption on line 1", "stamp skipped"))
         return "", {}
     translations = {}
     for n, line in lines[1:]:
@@ -211,8 +213,6 @@ def _inline_entities(svg: bytes) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves a half-written PNG."""
+    """A killed run never leaves a half-written PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from xmodal.data.images import ImageError, load_rgb
+from xmodal.data.images import DECODING, ImageError, load_rgb
 
 OnError = Callable[[int, str], None]
 #: True for a progress bar of its own, or a callback told how many items were just done
@@ -101,12 +101,13 @@ class ImageEncoder(ABC):
     device: str = "cpu"
     #: batches decoded ahead of the one in the forward pass: overlap, with bounded memory
     prefetch: int = 2
-    #: bump when preprocessing changes, so cached embeddings are not reused wrongly
+    #: bump when preprocessing changes, so cached embeddings are not reused wrongly (changes of
+    #: decoding, shared by every encoder, bump xmodal.data.images.DECODING)
     preprocessing: str = "v1"
 
     @property
     def fingerprint(self) -> str:
-        return f"image:{self.spec}:{self.preprocessing}"
+        return f"image:{self.spec}:{self.preprocessing}:{DECODING}"
 
     def classifier(self) -> ClassifierHead | None:
         """The pretrained classifier on top of `encode_images` vectors, when the model has one

@@ -2,7 +2,8 @@
 
 Specs: "hf-clip:PATH_OR_NAME", "hf-siglip:PATH_OR_NAME", "hf-blip:PATH_OR_NAME". Each loads one
 model with its image processor and tokenizer from a local folder (or, by name, from the local
-Hugging Face cache or a reachable hub) and gives an image and a text encoder that share the model.
+Hugging Face cache or a reachable hub; "NAME@REVISION" pins the hub revision) and gives an image
+and a text encoder that share the model.
 Outputs are L2-normalised: these models compare images and texts by cosine similarity, and unit
 vectors make every metric see the geometry the model was trained for.
 
@@ -12,15 +13,17 @@ This module also holds `VisionLanguageModel`, the shape every shared-space model
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from abc import ABC, abstractmethod
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from xmodal.encoders.base import ImageEncoder, TextEncoder, default_device
 from xmodal.encoders.registry import register_pair
+from xmodal.encoders.specs import check_source, split_revision
 
 
 class VisionLanguageModel(ABC):
@@ -71,19 +74,35 @@ def encoder_pair(spec: str, model: VisionLanguageModel) -> tuple[ImageEncoder, T
     return SharedImageEncoder(spec, model), SharedTextEncoder(spec, model)
 
 
-def check_source(source: str) -> str:
-    """A source that looks like a path must exist: say so, rather than ask a hub for it."""
-    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
-        raise FileNotFoundError(f"{source}: no such model folder")
-    return str(Path(source).expanduser()) if source.startswith("~") else source
+@contextlib.contextmanager
+def torchvision_advice() -> Iterator[None]:
+    """Turn the failure of a torchvision built for another torch (a CUDA wheel beside a CPU
+    torch: "operator torchvision::nms does not exist") into what to install instead."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        index = "cpu" if "+cpu" in torch.__version__ else "cu1xx (your CUDA)"
+        raise RuntimeError(
+            f"torchvision does not match torch {torch.__version__}: its compiled operators "
+            f"fail to load ({e}). Install the matching build, e.g. pip install --force-reinstall "
+            f"torchvision --index-url https://download.pytorch.org/whl/{index}"
+        ) from None
+
+
+class MissingExtra(ImportError, RuntimeError):
+    """An optional library is not installed; the message names the extra that installs it.
+    (A RuntimeError too, so a command reports it in one line like its other failures.)"""
 
 
 def import_optional(module: str, extra: str):
     """Import a library that only some adapters need, saying which extra installs it."""
     try:
-        return importlib.import_module(module)
+        with torchvision_advice():
+            return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{module} is not installed: pip install 'xmodal[{extra}]' ({e})") from e
+        raise MissingExtra(f"{module} is not installed: pip install 'xmodal[{extra}]' ({e})") from e
 
 
 def split_model_args(args: tuple[str, ...]) -> tuple[str, str | None]:
@@ -110,15 +129,20 @@ class HFModel(VisionLanguageModel):
     padding: str | bool = True
 
     def __init__(self, source: str, device: str | None = None):
-        import transformers
-
+        source, revision = split_revision(source)
         source = check_source(source)
         self.device = device or default_device()
-        cls = getattr(transformers, self.model_class)
-        self.model = cls.from_pretrained(source, dtype=torch.float32).to(self.device).eval()
-        # the PIL backend gives the same pixels whether or not torchvision is installed
-        self.images = transformers.AutoImageProcessor.from_pretrained(source, backend="pil")
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        with torchvision_advice():  # transformers imports torchvision when it is installed
+            import transformers
+
+            cls = getattr(transformers, self.model_class)
+            model = cls.from_pretrained(source, revision=revision, dtype=torch.float32)
+            self.model = model.to(self.device).eval()
+            # the PIL backend gives the same pixels whether or not torchvision is installed
+            self.images = transformers.AutoImageProcessor.from_pretrained(
+                source, revision=revision, backend="pil"
+            )
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, revision=revision)
         text = self.model.config.text_config
         self.max_length = min(text.max_position_embeddings, self.tokenizer.model_max_length)
         self.dim = self._dim()

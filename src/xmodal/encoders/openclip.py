@@ -15,12 +15,12 @@ import torch
 from xmodal.encoders.base import ImageEncoder, TextEncoder, default_device
 from xmodal.encoders.hf import (
     VisionLanguageModel,
-    check_source,
     encoder_pair,
     import_optional,
     split_model_args,
 )
 from xmodal.encoders.registry import register_pair
+from xmodal.encoders.specs import check_source
 
 
 class OpenCLIP(VisionLanguageModel):

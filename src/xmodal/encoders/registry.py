@@ -11,6 +11,7 @@ add factories through the entry-point groups `xmodal.image_encoders`, `xmodal.te
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from xmodal.encoders.base import ImageEncoder, TextEncoder
 from xmodal.registry import Registry
@@ -24,7 +25,7 @@ PairFactory = Callable[..., tuple[ImageEncoder, TextEncoder]]
 _BUILTIN = "xmodal.encoders.builtin"
 
 
-def _callable(name: str, factory: object) -> object:
+def _callable(name: str, factory: Any) -> Any:
     if not callable(factory):
         raise TypeError(f"an encoder factory must be callable, got {type(factory).__name__}")
     return factory

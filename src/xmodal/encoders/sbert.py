@@ -1,4 +1,5 @@
-"""Any sentence-transformers model as a text encoder: spec "st:PATH_OR_NAME".
+"""Any sentence-transformers model as a text encoder: spec "st:PATH_OR_NAME" ("NAME@REVISION"
+pins a hub revision).
 
 The model's own modules decide pooling and normalisation (all-MiniLM-L6-v2, say, ends in a
 Normalize module; others return raw pooled vectors).
@@ -11,8 +12,8 @@ from pathlib import Path
 import torch
 
 from xmodal.encoders.base import TextEncoder, default_device
-from xmodal.encoders.hf import check_source
 from xmodal.encoders.registry import register_text
+from xmodal.encoders.specs import check_source, split_revision
 
 
 class SentenceTransformerEncoder(TextEncoder):
@@ -27,10 +28,13 @@ class SentenceTransformerEncoder(TextEncoder):
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
-        source = check_source(str(source))
         self.spec = spec or f"st:{source}"
+        source, revision = split_revision(str(source))
+        source = check_source(source)
         self.batch_size = batch_size
-        self.model = SentenceTransformer(source, device=device or default_device())
+        self.model = SentenceTransformer(
+            source, revision=revision, device=device or default_device()
+        )
         # renamed in sentence-transformers 6; the old name still works, with a warning
         size = getattr(self.model, "get_embedding_dimension", None)
         dim = (size or self.model.get_sentence_embedding_dimension)()

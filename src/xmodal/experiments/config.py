@@ -1,6 +1,8 @@
 """The experiment config: a YAML file validated before any work starts.
 
 Errors name the file and the key path (e.g. `demo.yaml: aligners.0.metrics.1: ...`).
+A relative data path (`FORMAT:PATH`, `images`) is read from the folder of the config file
+that names it; `cache_dir` and `runs_dir` stay relative to the working directory.
 """
 
 from __future__ import annotations
@@ -10,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xmodal.similarity.metrics import Metric
 
@@ -49,7 +59,7 @@ class DatasetConfig(Strict):
     source: str = Field(description='"FORMAT:PATH" or "tuxpaint"')
     images: str | None = Field(None, description="image root for formats that need one")
     name: str | None = None
-    split: SplitConfig = SplitConfig()
+    split: SplitConfig = Field(default_factory=lambda: SplitConfig.model_validate({}))
     options: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -120,6 +130,9 @@ class ExperimentConfig(Strict):
     metrics: list[MetricName] = Field(default_factory=lambda: [Metric.COSINE], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
+    #: the score that validation, model selection and the findings rank by: one of
+    #: `t2i_R@K`, `i2t_R@K` for a K of `ks`, or `rsum` (their sum)
+    primary: str = "rsum"
     geometry: bool = False
     cache_dir: str = "cache"
     runs_dir: str = "runs"
@@ -127,8 +140,39 @@ class ExperimentConfig(Strict):
     #: aligners fitted at once, one process each (the command line's --jobs overrides it)
     jobs: int = Field(1, ge=1)
 
+    @field_validator("ks")
+    @classmethod
+    def _positive_distinct(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError(f"every K must be >= 1, got {ks}")
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"a K is listed twice: {ks}")
+        return ks
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"a seed is listed twice: {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _known_primary(self) -> ExperimentConfig:
+        if self.primary not in score_columns(self.ks):
+            raise ValueError(
+                f"primary: {self.primary!r} is not a score of ks {self.ks}; "
+                f"choose one of {', '.join(score_columns(self.ks))}"
+            )
+        return self
+
+
+def score_columns(ks: list[int]) -> list[str]:
+    """The Recall@K columns that `ks` produce, then their sum."""
+    return [f"{d}_R@{k}" for d in ("t2i", "i2t") for k in ks] + ["rsum"]
+
 
 def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a config file; relative data paths are resolved against its folder."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -136,10 +180,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    return parse_config(raw, str(path))
+    return parse_config(raw, str(path), base=path.parent)
 
 
-def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
+def parse_config(raw: Any, where: str = "config", base: Path | None = None) -> ExperimentConfig:
+    """Validate a config mapping; `base` is the folder relative data paths are read from
+    (default: the working directory)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys")
     try:
@@ -152,7 +198,83 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
         raise ConfigError("\n".join(lines)) from None
     config.aligners = [one for a in config.aligners for one in a.expand()]
     _check_aligners(config, where)
+    if base is not None:
+        for d in config.datasets:
+            d.source, d.images = _resolved(d.source, base), _resolved_path(d.images, base)
     return config
+
+
+def _resolved(source: str, base: Path) -> str:
+    fmt, sep, location = source.partition(":")
+    return f"{fmt}{sep}{_resolved_path(location, base)}" if location else source
+
+
+def _resolved_path(location: str | None, base: Path) -> str | None:
+    if not location:
+        return location
+    path = Path(location).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def resolved(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as it runs, for config.yaml: each aligner's metrics, seeds and parameter
+    defaults made explicit; an unset optional
+    key (e.g. `device`: the best one present) is left out rather than written as null."""
+    from xmodal.align.registry import build_aligner
+
+    raw = config.model_dump(mode="json", exclude_none=True)
+    for entry, a in zip(raw["aligners"], config.aligners, strict=True):
+        entry["metrics"] = [str(m) for m in a.metrics or config.metrics]
+        entry["seeds"] = a.seeds or config.seeds
+        defaults = build_aligner(a.kind, metric=entry["metrics"][0], **a.params).get_params()
+        entry |= {k: v for k, v in defaults.items() if k != "metric" and k not in entry}
+    return raw
+
+
+def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
+    """Cheap checks of what a run will read, made before it starts: every data path exists and
+    every encoder spec names a known encoder (no model is loaded)."""
+    for i, d in enumerate(config.datasets):
+        try:
+            _check_source(d.source, d.images)
+        except ValueError as e:
+            raise ConfigError(f"{where}: datasets.{i}.source: {e}") from None
+    for i, pair in enumerate(config.encoders):
+        for role in ("model", "image", "text"):
+            spec = getattr(pair, role)
+            if spec is not None and (problem := _unknown_encoder(spec, role)):
+                raise ConfigError(f"{where}: encoders.{i}.{role}: {problem}")
+
+
+def _check_source(source: str, images: str | None) -> None:
+    from xmodal.data.loaders import FORMATS, data_root
+
+    fmt, _, location = source.partition(":")
+    if fmt not in FORMATS:
+        raise ValueError(str(FORMATS.unknown(fmt, f" in {source!r}")))
+    if fmt == "tuxpaint" and not location:
+        location = str(data_root() / "tuxpaint")
+    if not location:
+        raise ValueError(f"{fmt} needs a path: {fmt}:PATH")
+    for path in (location, images):
+        if path and not Path(path).expanduser().exists():
+            raise ValueError(
+                f"{path}: not found (looked there; a relative path is read from"
+                " the config file's folder)"
+            )
+
+
+def _unknown_encoder(spec: str, role: str) -> str | None:
+    """Why no encoder matches `spec` (its name, plugins included), or None when one does."""
+    from xmodal.encoders.registry import IMAGE, PAIR, TEXT
+    from xmodal.registry import Registry
+
+    prefix = spec.partition(":")[0]
+    table: Registry[Any] = IMAGE if role == "image" else TEXT if role == "text" else PAIR
+    if prefix in table or prefix in PAIR:
+        return None
+    also = PAIR.names() if table is not PAIR else ()
+    return str(table.unknown(prefix, f" in spec {spec!r}", also=also))
 
 
 def _check_aligners(config: ExperimentConfig, where: str) -> None:

@@ -7,11 +7,17 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from xmodal.align.registry import aligner_traits
 from xmodal.experiments.tables import markdown_table
 
-TRAINING_FREE = {"identity", "center", "ridge", "procrustes", "cca", "relative", "conse"}
-LEARNED_METRICS = {"mlp_scorer", "bilinear"}
-PROJECTIONS = {"linear", "mlp"}
+
+def _is(row: dict[str, Any], trait: str) -> bool:
+    """Whether the row's aligner kind has this trait (see aligner_traits)."""
+    return bool(row.get("kind")) and aligner_traits(row["kind"])[trait]
+
+
+def _training_free(row: dict[str, Any]) -> bool:
+    return bool(row.get("kind")) and not (_is(row, "trained") or _is(row, "composite"))
 
 
 def _fmt(row: dict[str, Any], col: str = "rsum") -> str:
@@ -32,7 +38,7 @@ def metric_wins(summary: list[dict[str, Any]]) -> tuple[dict[str, int], int]:
     mean test RSUM; returns wins per metric and the number of groups."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in summary:
-        if row.get("kind") not in TRAINING_FREE:
+        if not _training_free(row):
             groups[(row["dataset"], row["encoder"], row["aligner"])].append(row)
     wins: dict[str, int] = defaultdict(int)
     compared = [g for g in groups.values() if len({r["metric"] for r in g}) > 1]
@@ -52,8 +58,12 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
             f"Best metric per trained aligner ({n} aligner/loss settings): {tally}. "
             f"{ranked[0][0]} wins most often."
         )
-    cosine = [r for r in summary if r["metric"] == "cosine" and r.get("kind") in PROJECTIONS]
-    learned = [r for r in summary if r.get("kind") in LEARNED_METRICS]
+    cosine = [
+        r
+        for r in summary
+        if r["metric"] == "cosine" and _is(r, "trained") and not _is(r, "learned_scorer")
+    ]
+    learned = [r for r in summary if _is(r, "trained") and _is(r, "learned_scorer")]
     if cosine and learned:
         best_c = max(cosine, key=lambda r: r["rsum"])
         best_l = max(learned, key=lambda r: r["rsum"])
@@ -63,8 +73,8 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
             f"The best learned metric, {_name(best_l)} (RSUM {_fmt(best_l)}), {verdict} "
             f"the best cosine projection, {_name(best_c)} (RSUM {_fmt(best_c)}){sure}."
         )
-    free = [r for r in summary if r.get("kind") in TRAINING_FREE]
-    trained = [r for r in summary if r.get("kind") not in TRAINING_FREE]
+    free = [r for r in summary if _training_free(r)]
+    trained = [r for r in summary if not _training_free(r)]
     if free and trained:
         best_f = max(free, key=lambda r: r["rsum"])
         best_t = max(trained, key=lambda r: r["rsum"])
@@ -78,10 +88,11 @@ def findings(summary: list[dict[str, Any]]) -> list[str]:
     with_val = [r for r in summary if "val_rsum" in r]
     if with_val:
         chosen = max(with_val, key=lambda r: r["val_rsum"])
+        k = min(int(c.split("@")[1]) for c in chosen if c.startswith("t2i_R@") and "_std" not in c)
         out.append(
             f"Selected on validation RSUM ({chosen['val_rsum']:.1f}): {_name(chosen)}, with test "
-            f"R@1 text->image {_fmt(chosen, 't2i_R@1')} and image->text "
-            f"{_fmt(chosen, 'i2t_R@1')}, RSUM {_fmt(chosen)} over {chosen['seeds']} seed(s)."
+            f"R@{k} text->image {_fmt(chosen, f't2i_R@{k}')} and image->text "
+            f"{_fmt(chosen, f'i2t_R@{k}')}, RSUM {_fmt(chosen)} over {chosen['seeds']} seed(s)."
         )
     return out
 

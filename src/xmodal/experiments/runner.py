@@ -13,7 +13,6 @@ are reused, the others run, and no row is lost or counted twice.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
@@ -27,8 +26,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from xmodal.align.base import Aligner
-from xmodal.align.registry import build_aligner, with_runtime
+from xmodal.align.base import Aligner, FitContext, FitDiverged, primary_columns
+from xmodal.align.registry import build_aligner
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
 from xmodal.embeddings import Embedded
@@ -39,10 +38,16 @@ from xmodal.experiments.config import (
     DatasetConfig,
     EncoderConfig,
     ExperimentConfig,
+    check_inputs,
+    resolved,
+    score_columns,
 )
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
-from xmodal.experiments.tables import summarize, write_tables
+from xmodal.experiments.run_folder import RunFolder
+from xmodal.experiments.tables import markdown_table, summarize
+from xmodal.files import write_checksum
+from xmodal.progress import bars, note, silence_libraries
 from xmodal.retrieval.evaluate import evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
@@ -79,7 +84,10 @@ def prepare(
     datasets: list[DatasetConfig] | None = None,
     encoders: list[EncoderConfig] | None = None,
 ) -> Iterator[Prepared]:
-    """Load, embed (cached) and split every dataset x encoder pair of a config, lazily."""
+    """Load, embed (cached) and split every dataset x encoder pair of a config, lazily.
+    Without bars (`progress` off, or not on a terminal) the model libraries stay quiet too."""
+    if not bars(progress):
+        silence_libraries()
     for dcfg in datasets or config.datasets:
         t = time.perf_counter()
         dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
@@ -87,11 +95,15 @@ def prepare(
         for ecfg in encoders or config.encoders:
             t = time.perf_counter()
             image_enc, text_enc = build_pair(ecfg.image, ecfg.text, ecfg.model, config.device)
-            embedded = embed_dataset(dataset, image_enc, text_enc, store, progress=progress)
-            timings = {
-                f"load {dcfg.label}": load_s,
-                f"embed {dcfg.label} / {ecfg.label}": time.perf_counter() - t,
-            }
+            embedded = embed_dataset(dataset, image_enc, text_enc, store, progress=bars(progress))
+            pair, embed_s = f"{dcfg.label} / {ecfg.label}", time.perf_counter() - t
+            timings = {f"load {dcfg.label}": load_s, f"embed {pair}": embed_s}
+            ds = embedded.dataset
+            note(
+                f"embedded {pair}: {len(ds.images)} images, {len(ds.captions)} captions "
+                f"in {embed_s:.1f} s",
+                progress,
+            )
             yield Prepared(
                 dcfg.label,
                 ecfg,
@@ -109,20 +121,25 @@ def fit_aligner(
     splits: dict[str, Embedded],
     progress: bool = False,
     encoders: EncoderConfig | None = None,
+    ks: list[int] | tuple[int, ...] = (1, 5, 10),
+    primary: str = "rsum",
 ) -> Aligner:
-    """Build one aligner of a config entry and fit it on train (val for model selection).
-    `encoders` names the pair that made the vectors, for aligners that use the models."""
-    runtime = {"seed": seed, "progress": progress}
-    if encoders is not None:
-        runtime |= {"image_encoder": encoders.image, "text_encoder": encoders.text}
-    params = with_runtime(acfg.kind, acfg.params, **runtime)
-    aligner = build_aligner(acfg.kind, metric=metric, **params)
+    """Build one aligner of a config entry and fit it on train (val for model selection, on
+    the `primary` score over `ks`). `encoders` names the pair that made the vectors, for
+    aligners that use the models. Raises FitDiverged when the fit ends with NaN or inf in its
+    state."""
     val = splits.get("val")
-    return aligner.fit(splits["train"], val if val is not None and len(val.texts) else None)
-
-
-#: one JSON line per finished fit, appended when its model is saved: what a resumed run reuses
-ROW_LOG = "rows.jsonl"
+    context = FitContext(
+        seed=seed,
+        progress=progress,
+        val=val if val is not None and len(val.texts) else None,
+        ks=tuple(ks),
+        primary=primary,
+        image_encoder=encoders.image if encoders is not None else None,
+        text_encoder=encoders.text if encoders is not None else None,
+    )
+    aligner = build_aligner(acfg.kind, metric=metric, **acfg.params)
+    return aligner.fit(splits["train"], context).require_finite_state()
 
 
 def run_experiment(
@@ -136,38 +153,78 @@ def run_experiment(
     finish an interrupted run in its folder (the config must be the one it ran). `jobs`
     (default: the config's) > 1 fits that many aligners at once, each in its own process with
     its share of the cores: the same rows as one job, up to float rounding (fewer BLAS threads
-    sum in another order, which can flip a near-tie)."""
+    sum in another order, which can flip a near-tie).
+
+    The inputs are checked before the folder is made: a bad data path or encoder leaves none.
+    `progress` draws bars on a terminal and writes one line per finished step to stderr."""
     jobs = config.jobs if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    check_inputs(config)
     started = time.perf_counter()
     if resume is None:
-        folder = _new_run_folder(Path(out_dir or config.runs_dir), config.name)
-        (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        run = RunFolder.create(out_dir or config.runs_dir, config.name)
+        run.write_text(run.config, yaml.safe_dump(resolved(config), sort_keys=False))
     else:
-        folder = Path(resume)
-        _check_same_config(folder, config)
-    finished = _finished_rows(folder)
-    rows, problems, timings = [], [], {}
+        run = RunFolder(resume)
+        _check_same_config(run, config)
+    finished = _finished_rows(run)
+    if finished:
+        note(f"resume: reusing {len(finished)} finished fit(s) logged in {run.rows}", progress)
+    rows: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    timings: dict[str, float] = {}
+    warned: list[str] = []
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
         encoder = prep.encoder.label
-        _save_test_split(split_path(folder, prep.dataset, encoder), prep.parts["test"])
+        _save_test_split(run.split(prep.dataset, encoder), prep.parts["test"])
         splits = prep.splits
         context = {"dataset": prep.dataset, "encoder": encoder, **_sizes(splits)}
+        warned += _trivial_ks(context, splits["test"], config.ks, progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
-        shared = FitInputs(splits, prep.encoder, context, config.ks, config.geometry, folder)
-        rows += _run_fits(_grid(config, context), shared, finished, jobs, progress)
+        shared = FitInputs(
+            splits, prep.encoder, context, config.ks, config.primary, config.geometry, run.path
+        )
+        rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
     summary = summarize(rows)
-    write_tables(folder, rows, summary)
-    (folder / "findings.md").write_text(findings_markdown(summary))
-    write_problems(problems, folder / "problems.jsonl")
+    run.write_results(rows, summary, markdown_table(summary))
+    run.write_text(run.findings, findings_markdown(summary))
+    write_problems(problems, run.problems)
+    write_checksum(run.problems)
     timings["total"] = time.perf_counter() - started
     reused = sum(row["model"] in finished for row in rows)
-    _write_run_record(folder, config, timings, len(problems), reused)
-    return RunResult(folder, rows, summary, problems)
+    _write_run_record(run, config, timings, len(problems), reused, warned)
+    note(f"done: {len(rows)} fit(s), {reused} reused, in {timings['total']:.1f} s", progress)
+    return RunResult(run.path, rows, summary, problems)
+
+
+def _trivial_ks(
+    context: dict[str, Any], test: Embedded, ks: list[int], progress: bool
+) -> list[str]:
+    """Warn of each K at or above a test gallery: its recall is 100 by construction."""
+    out = []
+    for direction, gallery in (("t2i", len(test.images)), ("i2t", len(test.texts))):
+        big = [k for k in ks if k >= gallery]
+        if big:
+            out.append(
+                f"{context['dataset']} / {context['encoder']}: {direction} R@{big} is 100 by "
+                f"construction (the test gallery holds {gallery} items): left out of RSUM"
+            )
+            note(f"warning: {out[-1]}", progress)
+    return out
+
+
+def scores(data: Embedded, aligner: Aligner, ks: list[int]) -> dict[str, float]:
+    """Recall@K both ways, MRR, ranks and RSUM of an aligner on a split. A K at or above a
+    gallery's size is 100 whatever the model: it is left out of RSUM."""
+    out = evaluate(aligner.transform(data), aligner.scorer(), ks)
+    out.pop("warnings", None)  # said once per split by the run, not once per fit
+    galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
+    out["rsum"] = sum(out[c] for c in score_columns(ks)[:-1] if int(c[6:]) < galleries[c[:3]])
+    return out
 
 
 @dataclass(frozen=True)
@@ -189,11 +246,12 @@ class FitInputs:
     encoder: EncoderConfig
     context: dict[str, Any]
     ks: list[int]
+    primary: str
     geometry: bool
     folder: Path
 
 
-def _grid(config: ExperimentConfig, context: dict[str, Any]) -> list[Fit]:
+def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
     fits = []
     for acfg in config.aligners:
         for metric in acfg.metrics or config.metrics:
@@ -201,7 +259,7 @@ def _grid(config: ExperimentConfig, context: dict[str, Any]) -> list[Fit]:
                 row_id = (
                     f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
                 )
-                fits.append(Fit(acfg, Metric(metric), seed, f"models/{slug(row_id)}.safetensors"))
+                fits.append(Fit(acfg, Metric(metric), seed, run.model(row_id)))
     return fits
 
 
@@ -217,13 +275,16 @@ def _run_fits(
     done = {f.model: finished[f.model] for f in fits if f.model in finished}
     todo = [f for f in fits if f.model not in done]
 
+    run = RunFolder(shared.folder)
+
     def record(fit: Fit, row: dict[str, Any]) -> None:
-        _log_row(shared.folder, row)
+        run.log_row(row)
         done[fit.model] = row
+        note(f"fit {len(done)}/{len(fits)}: {_describe(row, shared.primary)}", progress)
 
     if jobs == 1 or len(todo) < 2:
         for fit in todo:
-            record(fit, _fit_row(fit, shared, progress))
+            record(fit, _fit_row(fit, shared, bars(progress)))
     else:
         _fit_in_processes(todo, shared, jobs, progress, record)
     return [done[f.model] for f in fits]
@@ -239,8 +300,6 @@ def _fit_in_processes(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from tqdm.auto import tqdm
-
     workers = min(jobs, len(todo))
     pool = ProcessPoolExecutor(
         workers,
@@ -250,10 +309,8 @@ def _fit_in_processes(
     )
     try:
         futures = {pool.submit(_fit_in_worker, fit): fit for fit in todo}
-        with tqdm(total=len(todo), desc=f"fits ({jobs} jobs)", disable=not progress) as bar:
-            for future in as_completed(futures):
-                record(futures[future], future.result())
-                bar.update()
+        for future in as_completed(futures):
+            record(futures[future], future.result())
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -270,7 +327,7 @@ def _start_worker(shared: FitInputs, threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     threadpool_limits(threads)
     _WORKER_INPUTS = shared
 
@@ -283,15 +340,6 @@ def _fit_in_worker(fit: Fit) -> dict[str, Any]:
 def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     """Fit one aligner, evaluate it on test (and val), save its model; its results row."""
     splits, acfg = shared.splits, fit.aligner
-    t = time.perf_counter()
-    aligner = fit_aligner(acfg, fit.metric, fit.seed, splits, progress, shared.encoder)
-    fit_s = time.perf_counter() - t
-    test = aligner.transform(splits["test"])
-    scores = evaluate(test, aligner.scorer(), shared.ks)
-    scores |= _validation(aligner, splits.get("val"), shared.ks)
-    model_path = shared.folder / fit.model
-    model_path.parent.mkdir(exist_ok=True)
-    aligner.save(model_path)
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -299,61 +347,73 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         "loss": acfg.params.get("loss", ""),
         "metric": str(fit.metric),
         "seed": fit.seed,
-        **scores,
-        "fit_seconds": round(fit_s, 3),
-        "model": fit.model,
     }
+    t = time.perf_counter()
+    try:
+        aligner = fit_aligner(
+            acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks, shared.primary
+        )
+    except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
+        nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
+        failed = {"status": f"failed: {e}", **nan, "fit_seconds": round(time.perf_counter() - t, 3)}
+        return row | failed | {"model": fit.model}
+    fit_s = time.perf_counter() - t
+    test_scores = scores(splits["test"], aligner, shared.ks)
+    test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
+    model_path = shared.folder / fit.model
+    model_path.parent.mkdir(exist_ok=True)
+    aligner.save(model_path)
+    report = getattr(aligner, "fit_report_", {})
+    row |= {"status": "ok", **test_scores, **report, "fit_seconds": round(fit_s, 3)}
+    row["model"] = fit.model
     if shared.geometry:
-        row |= _geometry(test, "aligned")
+        row |= _geometry(aligner.transform(splits["test"]), "aligned")
     return row
 
 
-def _check_same_config(folder: Path, config: ExperimentConfig) -> None:
+def _describe(row: dict[str, Any], primary: str) -> str:
+    """One log line of a finished fit."""
+    stop = ""
+    if "stopped_epoch" in row:
+        stop = f", stopped at epoch {row['stopped_epoch']}"
+        stop += f", kept {row['best_epoch']}" if row.get("best_epoch") else ""
+    return (
+        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
+        f"{row['encoder']}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
+    )
+
+
+def _check_same_config(run: RunFolder, config: ExperimentConfig) -> None:
+    folder = run.path
     try:
-        ran = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        ran = yaml.safe_load(run.read_text(run.config))
     except OSError as e:
         raise ConfigError(f"{folder}: not a run folder to resume ({e.strerror or e})") from None
-    now = config.model_dump(mode="json")
+    now = resolved(config)
     changed = sorted(k for k in {*ran, *now} if ran.get(k) != now.get(k))
     if changed:
         raise ConfigError(
             f"{folder} ran another config (differs in: {', '.join(changed)}); "
-            "resume it with its own config.yaml, or start a new run"
+            f"resume it with its own {run.config.name}, or start a new run"
         )
 
 
-def _finished_rows(folder: Path) -> dict[str, dict[str, Any]]:
-    """Logged rows whose model file exists, by model path. A last line cut short by an
-    interruption is dropped from the log (its fit runs again)."""
-    path = folder / ROW_LOG
-    if not path.exists():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text, encoding="utf-8")
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not a JSON row ({e.msg}); remove the line") from None
-    return {row["model"]: row for row in rows if (folder / row["model"]).exists()}
+def _finished_rows(run: RunFolder) -> dict[str, dict[str, Any]]:
+    """Logged rows whose model file exists, by model path."""
+    return {row["model"]: row for row in run.logged_rows() if (run.path / row["model"]).exists()}
 
 
-def _log_row(folder: Path, row: dict[str, Any]) -> None:
-    with open(folder / ROW_LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=float) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _validation(aligner: Aligner, val: Embedded | None, ks: list[int]) -> dict[str, float]:
-    """Validation scores, kept beside the test scores so choices can be made without test."""
+def _validation(
+    aligner: Aligner, val: Embedded | None, ks: list[int], primary: str
+) -> dict[str, float]:
+    """Validation scores, kept beside the test scores so choices can be made without test: the
+    primary score, RSUM, and R@K of both directions at the smallest K."""
     if val is None or not len(val.texts):
         return {}
-    scores = evaluate(aligner.transform(val), aligner.scorer(), ks)
-    return {f"val_{k}": scores[k] for k in ("t2i_R@1", "i2t_R@1", "rsum")}
+    got = scores(val, aligner, ks)
+    k = min(ks)
+    columns = dict.fromkeys([f"t2i_R@{k}", f"i2t_R@{k}", "rsum", primary])
+    return {f"val_{c}": got[c] for c in columns}
 
 
 def _geometry(data: Embedded, prefix: str) -> dict[str, float]:
@@ -381,31 +441,13 @@ def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
     )
 
 
-def split_path(run_dir: Path, dataset: str, encoder: str) -> Path:
-    """Where a run keeps the test split of one dataset x encoder pair."""
-    return run_dir / "embeddings" / f"{slug(dataset)}__{slug(encoder)}.npz"
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a label."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
-
-
-def _new_run_folder(root: Path, name: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    folder = root / f"{slug(name)}-{stamp}"
-    n = 1
-    while folder.exists():
-        n += 1
-        folder = root / f"{slug(name)}-{stamp}-{n}"
-    folder.mkdir(parents=True)
-    return folder
-
-
 def _write_run_record(
-    folder: Path, config: ExperimentConfig, timings: dict, n_problems: int, reused: int
+    run: RunFolder,
+    config: ExperimentConfig,
+    timings: dict[str, float],
+    n_problems: int,
+    reused: int,
+    warnings: list[str],
 ) -> None:
     versions = {}
     for pkg in (
@@ -435,5 +477,6 @@ def _write_run_record(
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
         "skipped_inputs": n_problems,
         "fits_reused_from_an_interrupted_run": reused,
+        "warnings": warnings,
     }
-    (folder / "run.json").write_text(json.dumps(record, indent=2))
+    run.write_json(run.record, record)

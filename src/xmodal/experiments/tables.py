@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +27,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if isinstance(values[0], str) and len(set(values)) == 1 and col != "model":
                     entry[col] = values[0]  # a label shared by the group, e.g. kind or loss
                 continue
-            entry[col] = float(np.mean(values))
-            entry[f"{col}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            numbers = np.asarray(values, np.float64)
+            entry[col] = float(np.mean(numbers))
+            entry[f"{col}_std"] = float(np.std(numbers, ddof=1)) if len(values) > 1 else 0.0
         out.append(entry)
     return out
 
@@ -55,13 +53,3 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
             cells.append(f"{row[col]:.1f} ± {std:.1f}" if row["seeds"] > 1 else f"{row[col]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_tables(folder: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
-    with open(folder / "results.csv", "w", newline="", encoding="utf-8") as f:
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    (folder / "results.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
-    (folder / "results.md").write_text(markdown_table(summary) + "\n")

@@ -15,7 +15,7 @@ import numpy as np
 
 from xmodal.align.base import Aligner, Scorer, load_aligner
 from xmodal.embeddings import Embedded
-from xmodal.experiments.runner import slug, split_path
+from xmodal.experiments.run_folder import RunFolder, slug
 from xmodal.geometry import pair_distances
 from xmodal.geometry import plots as gp
 
@@ -40,7 +40,7 @@ class TestSplit:
 
 
 def load_split(run_dir: Path, dataset: str, encoder: str) -> TestSplit:
-    path = split_path(run_dir, dataset, encoder)
+    path = RunFolder(run_dir).split(dataset, encoder)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = Embedded(z["images"], z["texts"], z["caption_image"].astype(np.int64))
@@ -124,7 +124,7 @@ def example_pictures(
                 [split.captions[t] for t in texts],
                 split.image_paths,
                 t2i,
-                d.caption_image[texts],
+                d.caption_image[texts].tolist(),
                 folder / "examples_t2i",
             ),
         ),

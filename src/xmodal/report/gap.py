@@ -22,7 +22,8 @@ import numpy as np
 from scipy.stats import false_discovery_control
 
 from xmodal.experiments.config import ExperimentConfig
-from xmodal.experiments.runner import RunResult, run_experiment, slug
+from xmodal.experiments.run_folder import RunFolder, slug
+from xmodal.experiments.runner import RunResult, run_experiment
 from xmodal.geometry.correlation import measure_target_pairs, rank_correlations
 
 TARGETS = ("t2i_R@1", "i2t_R@1", "rsum")
@@ -69,7 +70,8 @@ def is_measure(column: str) -> bool:
 def measure_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
     """(varying, constant) gap-measure columns of the rows, in first-seen order."""
     columns = [c for c in dict.fromkeys(k for r in rows for k in r) if is_measure(c)]
-    varying, constant = [], []
+    varying: list[str] = []
+    constant: list[str] = []
     for c in columns:
         values = {round(float(r[c]), 12) for r in rows if _number(r.get(c))}
         (varying if len(values) > 1 else constant).append(c)
@@ -101,7 +103,7 @@ def gap_study(
     if ok.any():
         q[ok] = false_discovery_control(p[ok])
     for c, qv in zip(found, q, strict=True):
-        _, values, _ = measure_target_pairs(configurations, c["measure"], c["target"])
+        _, values, _ = measure_target_pairs(configurations, str(c["measure"]), str(c["target"]))
         c["distinct"] = len(np.unique(values))
         c["q_value"] = float(qv)
         c["reading"] = reading(c)
@@ -184,15 +186,15 @@ def write_gap_study(
     """Study a run folder's results.json summary; writes gap.json, gap.md and, per target in
     `plot_targets`, the measure-vs-recall scatters plots/gap_<target>.png/.svg (one panel per
     measure; RSUM alone by default: it sums every recall, and each figure takes seconds)."""
-    run_dir = Path(run_dir)
-    configurations = load_results(run_dir)["summary"]
+    run = RunFolder(run_dir)
+    configurations = run.read_results()["summary"]
     study = gap_study(configurations, targets)
     measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
     if plot_targets and measures and study.configurations >= 3:
-        found = plot_study(configurations, measures, run_dir / "plots", plot_targets)
-        study.plots = {t: [str(p.relative_to(run_dir)) for p in ps] for t, ps in found.items()}
-    (run_dir / "gap.json").write_text(json.dumps(_nan_to_none(asdict(study)), indent=2))
-    (run_dir / "gap.md").write_text(markdown(study))
+        found = plot_study(configurations, measures, run.plots, plot_targets)
+        study.plots = {t: [run.relative(p) for p in ps] for t, ps in found.items()}
+    run.write_text(run.gap_json, json.dumps(_nan_to_none(asdict(study)), indent=2))
+    run.write_text(run.gap_md, markdown(study))
     return study
 
 
@@ -213,30 +215,18 @@ def _nan_to_none(study: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_results(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's results.json ({"runs": rows, "summary": rows}), checked."""
-    path = Path(run_dir) / "results.json"
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(
-            f"{path}: cannot read ({e.strerror or e}); is this a run folder?"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e})") from None
-    if not isinstance(results, dict) or not isinstance(results.get("summary"), list):
-        raise ValueError(f"{path}: not a results file with a 'summary' list")
-    if not results["summary"]:
-        raise ValueError(f"{path}: the summary has no rows")
-    return results
+    """A run folder's results ({"runs": rows, "summary": rows}), checked."""
+    return RunFolder(run_dir).read_results()
 
 
 def load_study(run_dir: str | Path) -> GapStudy | None:
     """gap.json of a run folder, or None when the gap study was not run there."""
-    path = Path(run_dir) / "gap.json"
+    run = RunFolder(run_dir)
+    path = run.gap_json
     if not path.exists():
         return None
     try:
-        study = GapStudy(**json.loads(path.read_text(encoding="utf-8")))
+        study = GapStudy(**json.loads(run.read_text(path)))
         for c in study.correlations:
             for k in ("rho", "p_value", "q_value"):
                 c[k] = math.nan if c[k] is None else float(c[k])

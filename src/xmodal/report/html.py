@@ -18,14 +18,18 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image
 
+from xmodal.experiments import run_folder as layout
+from xmodal.experiments.run_folder import RunFolder
+from xmodal.experiments.tables import headline_columns
+from xmodal.files import atomic_write_text
 from xmodal.geometry import skipped_measures
 from xmodal.report import figures
-from xmodal.report.gap import GapStudy, conclusion, is_measure, load_results, load_study
+from xmodal.report.gap import GapStudy, conclusion, is_measure, load_study
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-RECALL = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "rsum")
 #: the geometry measures shown in tables (the gap study covers every measure)
 KEY_MEASURES = (
     "gap",
@@ -77,7 +81,7 @@ pre{background:#f3f4f6;border-radius:6px;padding:12px;overflow:auto;font-size:12
 
 
 @dataclass
-class RunFolder:
+class LoadedRun:
     """What a run folder holds, read once."""
 
     folder: Path
@@ -90,68 +94,73 @@ class RunFolder:
     notes: list[str] = field(default_factory=list)  # what the report could not show, and why
     #: per test split shown (raw or aligned), the gap measures left out and why
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the score the run selects and sorts by (its config's `primary`)
+    primary: str = "rsum"
+
+    @property
+    def recall(self) -> list[str]:
+        """The score columns the run has: R@K of both directions for its ks, then RSUM."""
+        return headline_columns(self.summary)
 
 
-def load_run(run_dir: str | Path) -> RunFolder:
-    """Read a run folder written by `xmodal run` (or `xmodal gap`)."""
-    folder = Path(run_dir)
-    results = load_results(folder)
-    return RunFolder(
-        folder,
-        _read(folder / "config.yaml"),
-        json.loads(_read(folder / "run.json") or "{}"),
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Read a run folder written by `xmodal run` (or `xmodal gap`), checksums verified."""
+    run = RunFolder(run_dir)
+    results = run.read_results()
+    config_text = run.read_text(run.config) if run.config.exists() else ""
+    config = yaml.safe_load(config_text) if config_text else None
+    return LoadedRun(
+        run.path,
+        config_text,
+        run.read_json(run.record) if run.record.exists() else {},
         results.get("runs", []),
         results["summary"],
-        _problems(folder / "problems.jsonl"),
-        load_study(folder),
+        run.read_lines(run.problems),
+        load_study(run.path),
+        primary=(config or {}).get("primary", "rsum"),
     )
-
-
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8") if path.exists() else ""
-
-
-def _problems(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for i, line in enumerate(_read(path).splitlines(), 1):
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
-    return out
 
 
 def write_report(
     run_dir: str | Path, out: str | Path | None = None, *, examples: int = 4, seed: int = 0
 ) -> Path:
-    """Write the run's report (default RUN_DIR/report.html; pictures in plots/ beside it)."""
+    """Write the run's report (default: in the run folder; pictures in a plots folder beside
+    it)."""
     run = load_run(run_dir)
-    path = Path(out) if out else run.folder / "report.html"
+    path = Path(out) if out else RunFolder(run.folder).report
     path.parent.mkdir(parents=True, exist_ok=True)
-    pictures = make_pictures(run, path.parent / "plots", examples, seed)
-    path.write_text(render(run, pictures), encoding="utf-8")
+    pictures = make_pictures(run, path.parent / layout.PLOTS, examples, seed)
+    atomic_write_text(path, render(run, pictures))
     return path
 
 
-def chosen_row(summary: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], str]:
+def chosen_row(
+    summary: Sequence[Mapping[str, Any]], primary: str = "rsum"
+) -> tuple[Mapping[str, Any], str]:
     """The configuration a user would pick without looking at test, and how it was picked: the
-    best validation RSUM, as findings.md selects (among the first dataset x encoder pair's
-    rows), or, in a run without a validation split, the best test RSUM."""
+    best validation score (the run's primary, RSUM by default), as the findings select (among
+    the first dataset x encoder pair's rows), or, without a validation split, the best test
+    score."""
     first = (summary[0]["dataset"], summary[0]["encoder"])
     rows = [r for r in summary if (r["dataset"], r["encoder"]) == first]
-    with_val = [r for r in rows if "val_rsum" in r]
+    name = _score_name(primary)
+    with_val = [r for r in rows if f"val_{primary}" in r]
     if with_val:
-        return max(with_val, key=lambda r: r["val_rsum"]), "chosen on validation RSUM"
-    return max(rows, key=lambda r: r["rsum"]), "best test RSUM (no validation split)"
+        return max(with_val, key=lambda r: r[f"val_{primary}"]), f"chosen on validation {name}"
+    return max(rows, key=lambda r: r[primary]), f"best test {name} (no validation split)"
 
 
-def _seed_row(run: RunFolder, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _score_name(column: str) -> str:
+    return "RSUM" if column == "rsum" else column
+
+
+def _seed_row(run: LoadedRun, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The first seed's row of a summary configuration (its saved model draws the pictures)."""
     key = ("dataset", "encoder", "aligner", "metric")
     return next((r for r in run.rows if all(r[k] == config[k] for k in key)), None)
 
 
-def make_pictures(run: RunFolder, folder: Path, examples: int, seed: int) -> list[figures.Picture]:
+def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> list[figures.Picture]:
     """Every picture the run allows; what cannot be drawn is noted in run.notes, and the gap
     measures each shown split leaves out in run.skipped."""
     pictures: list[figures.Picture] = []
@@ -169,7 +178,7 @@ def make_pictures(run: RunFolder, folder: Path, examples: int, seed: int) -> lis
             d.images, d.texts, d.caption_image
         )
         pictures += figures.raw_pictures(splits[dataset, encoder], label, folder)
-    best = _seed_row(run, chosen_row(run.summary)[0]) if run.summary else None
+    best = _seed_row(run, chosen_row(run.summary, run.primary)[0]) if run.summary else None
     split = splits.get((best["dataset"], best["encoder"])) if best else None
     if best and split:
         try:
@@ -185,7 +194,7 @@ def make_pictures(run: RunFolder, folder: Path, examples: int, seed: int) -> lis
     return pictures
 
 
-def _gap_pictures(run: RunFolder) -> list[figures.Picture]:
+def _gap_pictures(run: LoadedRun) -> list[figures.Picture]:
     """The gap study's scatter plots, as `xmodal gap` left them in the run folder."""
     out = []
     for target, paths in (run.study.plots if run.study else {}).items():
@@ -201,7 +210,7 @@ def _gap_pictures(run: RunFolder) -> list[figures.Picture]:
 # ---------------------------------------------------------------- rendering
 
 
-def render(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
+def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     """The whole page as one string."""
     name = run.record.get("name") or run.folder.name
     sections = [
@@ -228,7 +237,7 @@ def render(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
     )
 
 
-def _subtitle(run: RunFolder) -> str:
+def _subtitle(run: LoadedRun) -> str:
     parts = [f"run folder {run.folder.name}"]
     if run.record.get("finished"):
         parts.append(f"finished {run.record['finished']}")
@@ -236,16 +245,20 @@ def _subtitle(run: RunFolder) -> str:
     return " · ".join(parts)
 
 
-def _cards(run: RunFolder) -> str:
+def _cards(run: LoadedRun) -> str:
     """The key numbers: the chosen configuration and its test recalls."""
-    best, how = chosen_row(run.summary)
+    best, how = chosen_row(run.summary, run.primary)
     where = f"{how}; {best['encoder']} on {best['dataset']}"
+    recalls = run.recall[:-1]
+    k, n = min(int(c.split("@")[1]) for c in recalls), len(recalls)
     cards = [  # (label, value, detail, value class: "t" for words, "v" for a number)
         ("configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
-        ("text → image R@1", _mean(best, "t2i_R@1"), "% of captions, test split", "v"),
-        ("image → text R@1", _mean(best, "i2t_R@1"), "% of images, test split", "v"),
-        ("RSUM", _mean(best, "rsum"), "sum of the six recalls, max 600", "v"),
+        (f"text → image R@{k}", _mean(best, f"t2i_R@{k}"), "% of captions, test split", "v"),
+        (f"image → text R@{k}", _mean(best, f"i2t_R@{k}"), "% of images, test split", "v"),
+        ("RSUM", _mean(best, "rsum"), f"sum of the {n} recalls, max {100 * n}", "v"),
     ]
+    if run.primary not in ("rsum", f"t2i_R@{k}", f"i2t_R@{k}"):
+        cards.append((run.primary, _mean(best, run.primary), "the run's primary score", "v"))
     n_images = best.get("test_images") or best.get("n_images")
     if n_images:
         cards.append(("test images", f"{n_images:.0f}", f"chance R@1 {100 / n_images:.1f}%", "v"))
@@ -263,9 +276,9 @@ def _mean(row: Mapping[str, Any], col: str) -> str:
     return f"{row[col]:.1f}{std}"
 
 
-def _results_section(run: RunFolder) -> str:
-    rows = sorted(run.summary, key=lambda r: -r["rsum"])
-    cols = [c for c in RECALL if c in rows[0]]
+def _results_section(run: LoadedRun) -> str:
+    rows = sorted(run.summary, key=lambda r: -r[run.primary])
+    cols = [c for c in run.recall if c in rows[0]]
     best = {c: max(r[c] for r in rows) for c in cols}
     pairs = {(r["dataset"], r["encoder"]) for r in rows}
     head = ["aligner", "metric", "seeds"]
@@ -281,12 +294,12 @@ def _results_section(run: RunFolder) -> str:
     headers = [*head, *cols, "fit s"]
     note = (
         '<p class="note">Mean ± std over seeds on the test split; the best value of each column '
-        "in bold green. Sorted by RSUM.</p>"
+        f"in bold green. Sorted by {_score_name(run.primary)}.</p>"
     )
     return _table(headers, body, range(len(head), len(headers))) + note
 
 
-def _gap_section(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
+def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     study = run.study
     if study is None:
         return ""
@@ -333,12 +346,12 @@ def _rho_cell(c: Mapping[str, Any]) -> str:
     )
 
 
-def _geometry_section(run: RunFolder, pictures: Sequence[figures.Picture]) -> str:
+def _geometry_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     parts = [_measures_tables(run), _skipped_measures(run), _pictures_html(pictures, "geometry")]
     return "".join(parts)
 
 
-def _measures_tables(run: RunFolder) -> str:
+def _measures_tables(run: LoadedRun) -> str:
     if not any(is_measure(k) for k in run.summary[0]):
         return (
             '<p class="note">No geometry measures in this run (geometry: false in the config); '
@@ -377,7 +390,7 @@ def _measures_tables(run: RunFolder) -> str:
     )
 
 
-def _skipped_measures(run: RunFolder) -> str:
+def _skipped_measures(run: LoadedRun) -> str:
     """Which gap measures each shown split leaves out, grouped by reason."""
     items = []
     for split, skipped in run.skipped.items():
@@ -391,8 +404,8 @@ def _skipped_measures(run: RunFolder) -> str:
     return f'<p class="note">Measures that do not apply:</p><ul class="note">{lines}</ul>'
 
 
-def _seeds_section(run: RunFolder) -> str:
-    cols = ["dataset", "encoder", "aligner", "metric", "seed", *RECALL, "fit_seconds"]
+def _seeds_section(run: LoadedRun) -> str:
+    cols = ["dataset", "encoder", "aligner", "metric", "seed", *run.recall, "fit_seconds"]
     body = [
         [escape(str(r.get(c, ""))) if i < 5 else _num(r.get(c)) for i, c in enumerate(cols)]
         for r in run.rows
@@ -403,13 +416,13 @@ def _seeds_section(run: RunFolder) -> str:
     )
 
 
-def _problems_section(run: RunFolder) -> str:
+def _problems_section(run: LoadedRun) -> str:
     if not run.problems:
         return '<p class="note">None: every input was used.</p>'
     shown = run.problems[:MAX_PROBLEMS]
     body = [[escape(str(p.get(k, ""))) for k in ("where", "message", "action")] for p in shown]
     more = len(run.problems) - len(shown)
-    tail = f'<p class="note">… and {more} more in problems.jsonl.</p>' if more > 0 else ""
+    tail = f'<p class="note">… and {more} more in {layout.PROBLEMS}.</p>' if more > 0 else ""
     return (
         f"<p>{len(run.problems)} input(s) skipped.</p>"
         + _table(["where", "problem", "action"], body)
@@ -417,7 +430,7 @@ def _problems_section(run: RunFolder) -> str:
     )
 
 
-def _setup_section(run: RunFolder) -> str:
+def _setup_section(run: LoadedRun) -> str:
     rec = run.record
     facts = [
         ("python", rec.get("python")),
@@ -431,7 +444,7 @@ def _setup_section(run: RunFolder) -> str:
     return (
         "<h3>Versions and timings</h3>"
         + _table(["what", "value"], body)
-        + f"<h3>config.yaml</h3><pre>{escape(run.config_text or '(missing)')}</pre>"
+        + f"<h3>{layout.CONFIG}</h3><pre>{escape(run.config_text or '(missing)')}</pre>"
     )
 
 

@@ -3,9 +3,11 @@
 Scores follow the library's convention everywhere: higher = closer; cosine indexes return cosine
 similarity, Euclidean ones the negated distance (FAISS's squared L2 is converted).
 
-On disk an index is a directory: `index.json` (kind, metric, dim, params, count), `ids.npy`
-(int64, the caller's id of each stored vector) and the payload (`vectors.npy` for flat,
-`index.faiss` written by faiss.write_index). Nothing is pickled.
+On disk an index is a directory: `index.json` (kind, metric, dim, params, count, and the SHA-256
+of every other file), `ids.npy` (int64, the caller's id of each stored vector) and the payload
+(`vectors.npy` for flat, `index.faiss` written by faiss.write_index). `index.json.sha256` guards
+the header; loading verifies every digest first, so a flipped byte anywhere is an IntegrityError
+naming the file, never a wrong score. Nothing is pickled; every file is written atomically.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from xmodal.files import (
+    IntegrityError,
+    atomic_path,
+    atomic_write_text,
+    require_finite,
+    sha256_file,
+    verify_checksum,
+    write_checksum,
+)
 from xmodal.similarity import Metric, l2_normalize, topk
 from xmodal.similarity.search import DEFAULT_BLOCK
 
 HEADER = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: file digests in the header
 
 
 class Index(ABC):
@@ -79,11 +90,11 @@ class Index(ABC):
         return {}
 
     def save(self, path: str | Path) -> None:
-        """Write the index into directory `path` (created if missing)."""
+        """Write the index into directory `path` (created if missing); the header goes last,
+        so an interrupted save never reads back as a whole index."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self._save(path)
-        np.save(path / "ids.npy", self.ids_, allow_pickle=False)
+        files = [*self._save(path), save_npy(path / "ids.npy", self.ids_)]
         header = {
             "format": FORMAT_VERSION,
             "kind": self.kind,
@@ -91,19 +102,26 @@ class Index(ABC):
             "dim": self.dim,
             "params": self.get_params(),
             "count": len(self),
+            "sha256": {f.name: sha256_file(f) for f in files},
         }
-        (path / HEADER).write_text(json.dumps(header, indent=2) + "\n")
+        write_manifest(path / HEADER, header)
 
     @classmethod
     def _restore(cls, path: Path, header: dict[str, Any]) -> Self:
         index = cls(header["dim"], header["metric"], **header["params"])
         index._load(path)
-        index.ids_ = np.load(path / "ids.npy", allow_pickle=False)
-        if len(index.ids_) != header["count"]:
-            raise ValueError(
-                f"{path / 'ids.npy'}: {len(index.ids_)} ids, header says {header['count']}"
-            )
+        index.ids_ = load_npy(path / "ids.npy")
+        count = header["count"]
+        if index.ids_.dtype != np.int64 or index.ids_.shape != (count,):
+            why = f"{index.ids_.dtype} ids of shape {index.ids_.shape}, header says {count} int64"
+            raise IntegrityError(path / "ids.npy", why)
+        if index._stored() != count:
+            raise IntegrityError(path, f"{index._stored()} vectors stored, header says {count}")
         return index
+
+    @abstractmethod
+    def _stored(self) -> int:
+        """How many vectors the payload holds."""
 
     @abstractmethod
     def _add(self, x: np.ndarray) -> None: ...
@@ -112,7 +130,8 @@ class Index(ABC):
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     @abstractmethod
-    def _save(self, path: Path) -> None: ...
+    def _save(self, path: Path) -> list[Path]:
+        """Write the payload; returns the files written."""
 
     @abstractmethod
     def _load(self, path: Path) -> None: ...
@@ -139,11 +158,19 @@ class FlatIndex(Index):
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return topk(q, self.vectors_, k, self.metric, block_size=self.block_size)
 
-    def _save(self, path: Path) -> None:
-        np.save(path / "vectors.npy", self.vectors_, allow_pickle=False)
+    def _stored(self) -> int:
+        return len(self.vectors_)
+
+    def _save(self, path: Path) -> list[Path]:
+        return [save_npy(path / "vectors.npy", self.vectors_)]
 
     def _load(self, path: Path) -> None:
-        self.vectors_ = np.load(path / "vectors.npy", allow_pickle=False)
+        vectors = load_npy(path / "vectors.npy")
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            why = f"{vectors.dtype} vectors of shape {vectors.shape}, expected (n, {self.dim})"
+            raise IntegrityError(path / "vectors.npy", why)
+        require_finite(path / "vectors.npy", {"vectors": vectors})
+        self.vectors_ = vectors
 
 
 class FaissIndex(Index):
@@ -180,15 +207,26 @@ class FaissIndex(Index):
             raw = -np.sqrt(np.maximum(raw, 0))
         return np.where(found, raw, -np.inf).astype(np.float32), pos.astype(np.int64)
 
-    def _save(self, path: Path) -> None:
+    def _stored(self) -> int:
+        return int(self.index_.ntotal)
+
+    def _save(self, path: Path) -> list[Path]:
         import faiss
 
-        faiss.write_index(self.index_, str(path / "index.faiss"))
+        with atomic_path(path / "index.faiss") as tmp:
+            faiss.write_index(self.index_, str(tmp))
+        return [path / "index.faiss"]
 
     def _load(self, path: Path) -> None:
         import faiss
 
-        self.index_ = faiss.read_index(str(path / "index.faiss"))
+        try:
+            index = faiss.read_index(str(path / "index.faiss"))
+        except RuntimeError as e:  # FAISS reports a bad file as a C++ exception
+            raise IntegrityError(path / "index.faiss", f"unreadable ({e})") from None
+        if index.d != self.dim or index.metric_type != self._faiss_metric():
+            raise IntegrityError(path / "index.faiss", "dimension or metric differ from header")
+        self.index_ = index
 
 
 class HNSWIndex(FaissIndex):
@@ -293,15 +331,44 @@ def build_index(kind: str, dim: int, metric: Metric | str = Metric.COSINE, **par
 
 
 def load_index(path: str | Path) -> Index:
-    """Read an index saved by Index.save."""
+    """Read an index saved by Index.save; IntegrityError naming the file if any is damaged."""
     path = Path(path)
-    try:
-        header = json.loads((path / HEADER).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path / HEADER} not found: not a saved xmodal index") from None
+    if not (path / HEADER).is_file():
+        raise FileNotFoundError(f"{path / HEADER} not found: not a saved xmodal index")
+    header = read_manifest(path / HEADER)
     if header.get("format") != FORMAT_VERSION or header.get("kind") not in INDEX_KINDS:
         raise ValueError(
             f"{path / HEADER}: unsupported format {header.get('format')!r} "
-            f"or kind {header.get('kind')!r}"
+            f"or kind {header.get('kind')!r} (rebuild the index with this version)"
         )
     return INDEX_KINDS[header["kind"]]._restore(path, header)
+
+
+def save_npy(path: Path, array: np.ndarray) -> Path:
+    """np.save, atomically (through an open file: np.save would add .npy to a temporary name)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    return path
+
+
+def load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise IntegrityError(path, f"unreadable ({e})") from None
+
+
+def write_manifest(path: Path, header: dict[str, Any]) -> None:
+    """A JSON header whose "sha256" maps sibling file names to their digests, plus its own
+    checksum file: together they vouch for every file of a saved folder."""
+    atomic_write_text(path, json.dumps(header, indent=2) + "\n")
+    write_checksum(path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The header written by write_manifest, once it and every file it lists verify."""
+    verify_checksum(path)
+    header = json.loads(path.read_text(encoding="utf-8"))
+    for name, digest in header.get("sha256", {}).items():
+        verify_checksum(path.parent / name, digest)
+    return header

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from xmodal.align.base import Aligner, load_aligner
-from xmodal.align.registry import traits
+from xmodal.align.registry import aligner_traits
 from xmodal.data.images import load_rgb
 from xmodal.retrieval.collection import Collection
-from xmodal.retrieval.index import FaissIndex, FlatIndex, Index, build_index
+from xmodal.retrieval.index import FaissIndex, FlatIndex, Index, IVFIndex, build_index
 
 #: galleries up to this size are searched exactly (xmodal.similarity.topk) over their vectors
 EXACT_LIMIT = 100_000
@@ -77,6 +77,7 @@ class ServedCollection:
         index = self.images
         if isinstance(index, FlatIndex):
             return index.vectors_[row : row + 1]
+        assert isinstance(index, FaissIndex)
         return index.index_.reconstruct(row)[None, :]
 
     def thumbnail(self, row: int) -> bytes:
@@ -163,7 +164,7 @@ def _searchable(index: Index) -> Index:
         return index
     if hasattr(index.index_, "make_direct_map"):
         index.index_.make_direct_map()  # IVF: so rows can be reconstructed
-    if len(index) > EXACT_LIMIT or getattr(index, "pq_m", 0):
+    if len(index) > EXACT_LIMIT or (isinstance(index, IVFIndex) and index.pq_m):
         return index
     flat = FlatIndex(index.dim, index.metric)
     flat.add(index.index_.reconstruct_n(0, len(index)), index.ids_)
@@ -173,12 +174,14 @@ def _searchable(index: Index) -> Index:
 def load_run(folder: Path, aligner: str | None = None) -> ServedCollection:
     """A run folder's saved test split, aligned by the chosen (or named) aligner."""
     from xmodal.experiments import load_config
+    from xmodal.experiments.run_folder import RunFolder
     from xmodal.report.figures import load_split
     from xmodal.report.gap import load_results
     from xmodal.report.html import chosen_row
 
     results = load_results(folder)
-    row = _named_row(results["runs"], aligner, folder) if aligner else None
+    config = load_config(RunFolder(folder).config)
+    row = _named_row(results["runs"], aligner, folder, config.primary) if aligner else None
     if row is None:
         indexable = [r for r in results["summary"] if not _learned(r.get("kind", ""))]
         if not indexable:
@@ -186,10 +189,11 @@ def load_run(folder: Path, aligner: str | None = None) -> ServedCollection:
                 f"{folder}: every aligner of this run scores pairs with a learned network, "
                 "which no vector index serves"
             )
-        config, _ = chosen_row(indexable)
-        row = next(r for r in results["runs"] if all(r[k] == config[k] for k in _GROUP))
-    encoders = {e.label: e for e in load_config(folder / "config.yaml").encoders}
-    enc = encoders[row["encoder"]]
+        chosen, _ = chosen_row(indexable, config.primary)
+        row = next(r for r in results["runs"] if all(r[k] == chosen[k] for k in _GROUP))
+    enc = next(e for e in config.encoders if e.label == row["encoder"])
+    image_spec, text_spec = enc.model or enc.image, enc.model or enc.text
+    assert image_spec and text_spec  # the config checks that a pair is complete
     model = load_aligner(folder / row["model"])
     if model.learned_scorer:
         raise ValueError(f"{folder / row['model']}: {_LEARNED_HINT}")
@@ -199,8 +203,8 @@ def load_run(folder: Path, aligner: str | None = None) -> ServedCollection:
     return ServedCollection(
         folder.name,
         folder,
-        enc.model or enc.image,
-        enc.model or enc.text,
+        image_spec,
+        text_spec,
         model,
         f"{row['aligner']} ({row['metric']}, seed {row['seed']})",
         _exact(images, model),
@@ -220,12 +224,12 @@ _LEARNED_HINT = (
 
 
 def _learned(kind: str) -> bool:
-    return bool(traits(kind).get("learned_scorer"))
+    return aligner_traits(kind)["learned_scorer"]
 
 
-def _named_row(rows: list[dict[str, Any]], name: str, folder: Path) -> dict[str, Any]:
-    """The row of a model file (`models/X.safetensors` or `X`), or the best validation row of
-    an aligner label."""
+def _named_row(rows: list[dict[str, Any]], name: str, folder: Path, primary: str) -> dict[str, Any]:
+    """The row of a model file (`models/X.safetensors` or `X`), or the best validation row (by
+    the run's primary score) of an aligner label."""
     for row in rows:
         if name in (row["model"], Path(row["model"]).stem):
             return row
@@ -233,7 +237,7 @@ def _named_row(rows: list[dict[str, Any]], name: str, folder: Path) -> dict[str,
     if not matching:
         labels = sorted({r["aligner"] for r in rows})
         raise ValueError(f"{folder}: no aligner or model named {name!r}; have {labels}")
-    return max(matching, key=lambda r: (r.get("val_rsum", float("-inf")), -r["seed"]))
+    return max(matching, key=lambda r: (r.get(f"val_{primary}", float("-inf")), -r["seed"]))
 
 
 def _exact(vectors: np.ndarray, aligner: Aligner) -> Index:

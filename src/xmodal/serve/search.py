@@ -63,11 +63,12 @@ def _aligned(
         raw = encoders.text(collection.text_encoder).encode_texts([queries[i].text for i in texts])
         for i, v in zip(texts, collection.aligner.transform_texts(raw), strict=True):
             vectors[i] = v[None, :]
-    images = [i for i, q in enumerate(queries) if q.pixels is not None]
-    if images:
+    pixels = [(i, q.pixels) for i, q in enumerate(queries) if q.pixels is not None]
+    if pixels:
         encoder = encoders.image(collection.image_encoder)
-        raw = encoder.embed_batch(torch.stack([queries[i].pixels for i in images]))
-        for i, v in zip(images, collection.aligner.transform_images(raw), strict=True):
+        raw = encoder.embed_batch(torch.stack([p for _, p in pixels]))
+        rows = [i for i, _ in pixels]
+        for i, v in zip(rows, collection.aligner.transform_images(raw), strict=True):
             vectors[i] = v[None, :]
     for i, q in enumerate(queries):
         if q.like is not None:

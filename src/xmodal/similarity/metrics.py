@@ -69,7 +69,7 @@ class Metric(StrEnum):
         METRICS[value]  # unknown names and broken plugins fail here, with a readable message
         member = str.__new__(cls, value)
         member._name_, member._value_ = value.upper(), value
-        return cls._value2member_map_.setdefault(value, member)
+        return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
 
 
 def get_metric(metric: Metric | str) -> MetricDef:

