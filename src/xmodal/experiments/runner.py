@@ -40,7 +40,6 @@ from xmodal.experiments.config import (
     ExperimentConfig,
     check_inputs,
     resolved,
-    score_columns,
 )
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
@@ -186,7 +185,7 @@ def run_experiment(
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
-            splits, prep.encoder, context, config.ks, config.primary, config.geometry, run.path
+            splits, prep.encoder, context, config.ks, config.geometry, run.path, config.primary
         )
         rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
     summary = summarize(rows)
@@ -223,7 +222,7 @@ def scores(data: Embedded, aligner: Aligner, ks: list[int]) -> dict[str, float]:
     out = evaluate(aligner.transform(data), aligner.scorer(), ks)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
-    out["rsum"] = sum(out[c] for c in score_columns(ks)[:-1] if int(c[6:]) < galleries[c[:3]])
+    out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
     return out
 
 
@@ -246,9 +245,9 @@ class FitInputs:
     encoder: EncoderConfig
     context: dict[str, Any]
     ks: list[int]
-    primary: str
     geometry: bool
     folder: Path
+    primary: str = "rsum"
 
 
 def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
@@ -373,14 +372,17 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
 
 def _describe(row: dict[str, Any], primary: str) -> str:
     """One log line of a finished fit."""
+    where = (
+        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
+        f"{row['encoder']}"
+    )
+    if row.get("status", "ok") != "ok":
+        return f"{where}: {row['status']}"
     stop = ""
     if "stopped_epoch" in row:
         stop = f", stopped at epoch {row['stopped_epoch']}"
         stop += f", kept {row['best_epoch']}" if row.get("best_epoch") else ""
-    return (
-        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
-        f"{row['encoder']}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
-    )
+    return f"{where}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
 
 
 def _check_same_config(run: RunFolder, config: ExperimentConfig) -> None:
