@@ -97,7 +97,7 @@ def create_app(
     """The service over loaded collections (the first one is the default)."""
     if not collections:
         raise ValueError("nothing to serve: give at least one collection")
-    models = ThreadPoolExecutor(max_workers=1, thread_name_prefix="models")
+    models = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
     batchers = {
         name: MicroBatcher(partial(search_batch, c, encoders), models)
         for name, c in collections.items()

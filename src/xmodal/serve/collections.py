@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 from xmodal.align.base import Aligner, load_aligner
 from xmodal.align.registry import aligner_traits
 from xmodal.data.images import load_rgb
+from xmodal.experiments.run_folder import RunFolder
 from xmodal.retrieval.collection import Collection
 from xmodal.retrieval.index import FaissIndex, FlatIndex, Index, IVFIndex, build_index
 
@@ -112,11 +113,12 @@ def load_collections(
         folder = Path(path).resolve()
         if (folder / "collection.json").is_file():
             served = load_index_collection(folder)
-        elif (folder / "results.json").is_file():
+        elif RunFolder(folder).results_json.is_file():
             served = load_run(folder, aligner)
         else:
             raise ValueError(
-                f"{path}: neither a run folder (results.json) nor a collection (collection.json)"
+                f"{path}: neither a run folder (results of `xmodal run`) nor a collection "
+                "(collection.json)"
             )
         name, n = served.name, 1
         while name in out:
@@ -174,7 +176,6 @@ def _searchable(index: Index) -> Index:
 def load_run(folder: Path, aligner: str | None = None) -> ServedCollection:
     """A run folder's saved test split, aligned by the chosen (or named) aligner."""
     from xmodal.experiments import load_config
-    from xmodal.experiments.run_folder import RunFolder
     from xmodal.report.figures import load_split
     from xmodal.report.gap import load_results
     from xmodal.report.html import chosen_row
