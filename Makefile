@@ -27,7 +27,9 @@ serve: $(VENV)/.installed
 		run=$$(ls -d runs/demo-*/results.json | sort | tail -n 1); fi; \
 	$(BIN)/xmodal serve "$$(dirname "$$run")"
 
+# the real-data tests run on the Tux Paint stamps (fetched once into data/)
 test: $(VENV)/.installed
+	$(BIN)/xmodal data fetch tuxpaint
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.installed
