@@ -92,7 +92,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         f"({result.kept} kept from an earlier run) in {result.folder}"
     )
     if result.problems:
-        print(f"{result.problems} input(s) skipped: see {result.folder / 'problems.jsonl'}")
+        print(f"{result.problems} input(s) skipped: see {result.problems_file}")
     return 0
 
 

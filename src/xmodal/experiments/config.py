@@ -257,9 +257,10 @@ def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
 
 def _check_source(source: str, images: str | None) -> None:
     from xmodal.data.loaders import FORMATS, data_root
+    from xmodal.shards.format import SOURCE_PREFIX
 
     fmt, _, location = source.partition(":")
-    if fmt == "embeddings":  # vectors computed beforehand by `xmodal embed`
+    if source.startswith(SOURCE_PREFIX):  # vectors computed beforehand by `xmodal embed`
         if not (Path(location).expanduser() / "manifest.json").is_file():
             raise ValueError(f"{location}: no manifest.json (not a folder of `xmodal embed`)")
         return
