@@ -37,7 +37,7 @@ def test_hand_built_ranks_with_several_captions_per_image():
     assert m["t2i_R@2"] == pytest.approx(100.0)
     assert m["i2t_R@1"] == pytest.approx(100 / 3)
     assert m["i2t_R@2"] == pytest.approx(200 / 3)
-    assert m["t2i_MRR"] == pytest.approx(np.mean([1, 0.5, 0.5, 1, 0.5]))
+    assert m["t2i_MRR"] == pytest.approx(100 * np.mean([1, 0.5, 0.5, 1, 0.5]))  # percent
     assert m["i2t_medr"] == 2.0
     assert m["rsum"] == pytest.approx(40 + 100 + 100 / 3 + 200 / 3)
 

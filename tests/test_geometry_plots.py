@@ -62,9 +62,40 @@ def test_measures_vs_recall(tmp_path):
         for i in range(6)
     ]
     rows[0]["gap"] = float("nan")
+    q = {"gap": 0.04, "cka": 0.5}
     _check(
-        p.plot_measures_vs_recall(rows, ["gap", "cka"], "t2i_R@1", tmp_path / "s", label_key="name")
+        p.plot_measures_vs_recall(
+            rows, ["gap", "cka"], "t2i_R@1", tmp_path / "s", q_values=q, label_key="name"
+        )
     )
+    with pytest.raises(KeyError, match="cka"):  # a panel without its adjusted q is refused
+        p.plot_measures_vs_recall(
+            rows, ["gap", "cka"], "t2i_R@1", tmp_path / "t", q_values={"gap": 0.1}
+        )
+
+
+def test_scatter_titles_give_the_adjusted_q_not_p():
+    assert p.panel_title(0.812, 0.0312, 6) == "Spearman \u03c1 = 0.81 (q = 0.031, n = 6)"
+    assert p.panel_title(float("nan"), float("nan"), 2) == "Spearman \u03c1 not computable (n = 2)"
+
+
+def test_scatter_ticks_are_few_distinct_plain_numbers():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    for lo, span in ((0.123456, 4e-6), (1234567.0, 5e5), (0.0, 1.0)):
+        fig = Figure(figsize=(4.5, 3.8))
+        ax = fig.add_subplot()
+        ax.scatter(np.linspace(lo, lo + span, 7), np.linspace(0, 300, 7))
+        p._readable_ticks(ax)
+        FigureCanvasAgg(fig).draw()
+        left, right = ax.get_xlim()
+        shown = [t for t in ax.get_xticklabels() if left <= t.get_position()[0] <= right]
+        labels = [t.get_text() for t in shown]
+        assert 2 <= len(labels) <= 5 and len(set(labels)) == len(labels), labels
+        assert ax.xaxis.get_offset_text().get_text() in ("", *[f"1e{e}" for e in range(-9, 9)])
+        boxes = [t.get_window_extent() for t in shown]
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), labels
 
 
 def _images(tmp_path: Path, n: int) -> list[Path]:

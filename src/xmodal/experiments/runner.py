@@ -183,6 +183,7 @@ def run_experiment(
         splits = prep.splits
         context = {"dataset": prep.dataset, "encoder": encoder, **_sizes(splits)}
         warned += _trivial_ks(context, splits["test"], config.ks, progress)
+        warned += _small_test(context, splits["test"], progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
@@ -215,6 +216,24 @@ def _trivial_ks(
             )
             note(f"warning: {out[-1]}", progress)
     return out
+
+
+#: below this many test images one image moves R@K by more than a point: differences between
+#: configurations of a run are mostly noise
+SMALL_TEST = 100
+
+
+def _small_test(context: dict[str, Any], test: Embedded, progress: bool) -> list[str]:
+    """Warn of a test split too small for its recalls to separate configurations."""
+    n = len(test.images)
+    if n >= SMALL_TEST:
+        return []
+    message = (
+        f"{context['dataset']} / {context['encoder']}: the test split holds {n} images "
+        f"(< {SMALL_TEST}): one image query moves i2t R@K by {100 / n:.1f} points"
+    )
+    note(f"warning: {message}", progress)
+    return [message]
 
 
 def scores(data: Embedded, aligner: Aligner, ks: list[int]) -> dict[str, float]:

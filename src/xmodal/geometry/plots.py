@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from sklearn.decomposition import PCA
 
 from xmodal.data.images import load_rgb
@@ -140,10 +141,13 @@ def plot_measures_vs_recall(
     target: str,
     path: str | Path,
     *,
+    q_values: Mapping[str, float],
     label_key: str | None = None,
 ) -> list[Path]:
-    """One scatter per measure (x) against `target` recall (y) across configurations (rows),
-    Spearman rho, p and n in each panel's title; points labelled by row[label_key] if given."""
+    """One scatter per measure (x) against `target` recall (y) across configurations (rows);
+    each panel's title gives Spearman rho, the measure's q (from `q_values`: p adjusted for
+    multiple tests, e.g. the gap study's Benjamini-Hochberg q) and n. Points labelled by
+    row[label_key] if given."""
     if not measures:
         raise ValueError("no measures to plot")
     stats = rank_correlations(rows, measures, target)
@@ -159,8 +163,27 @@ def plot_measures_vs_recall(
                 ax.annotate(str(rows[r].get(label_key, "")), (u, v), fontsize=6, alpha=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel(target)
-        ax.set_title(f"Spearman \u03c1 = {st['rho']:.2f} (p = {st['p_value']:.2g}, n = {st['n']})")
+        _readable_ticks(ax)
+        ax.set_title(panel_title(float(st["rho"]), q_values[name], int(st["n"])))
     return save_figure(fig, path)
+
+
+def panel_title(rho: float, q: float, n: int) -> str:
+    """A measure-vs-recall panel's title: the adjusted q, never the raw p."""
+    if not np.isfinite(rho):
+        return f"Spearman \u03c1 not computable (n = {n})"
+    return f"Spearman \u03c1 = {rho:.2f} (q = {q:.2g}, n = {n})"
+
+
+def _readable_ticks(ax: Axes) -> None:
+    """At most four plain-number ticks per axis (no offset text, powers of ten only for very
+    large or small values), so labels neither overlap nor need decoding."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=4))
+        fmt = ScalarFormatter(useOffset=False)
+        fmt.set_powerlimits((-3, 4))
+        axis.set_major_formatter(fmt)
+    ax.tick_params(labelsize=8)
 
 
 def plot_caption_queries(

@@ -97,8 +97,9 @@ def image_to_text_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
 
 
 def summarize_ranks(ranks: np.ndarray, ks: Sequence[int], prefix: str) -> dict[str, float]:
+    """R@K (percent), MRR (percent, like R@K), median and mean rank of one direction."""
     out = {f"{prefix}_R@{k}": 100.0 * float(np.mean(ranks <= k)) for k in ks}
-    out[f"{prefix}_MRR"] = float(np.mean(1.0 / ranks))
+    out[f"{prefix}_MRR"] = 100.0 * float(np.mean(1.0 / ranks))
     out[f"{prefix}_medr"] = float(np.median(ranks))
     out[f"{prefix}_meanr"] = float(np.mean(ranks))
     return out
