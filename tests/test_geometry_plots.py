@@ -12,12 +12,15 @@ from xmodal.geometry import plots as p
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _check(paths: list[Path]) -> None:
-    png, svg = paths
-    assert png.suffix == ".png" and svg.suffix == ".svg" and png.parent == svg.parent
-    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 2000
-    head = svg.read_text()[:2000]
-    assert "<svg" in head and svg.stat().st_size > 2000
+def _check(paths: list[Path], svg: bool = True) -> None:
+    """A PNG, and an SVG beside it for charts (retrieval examples are photographs: PNG only)."""
+    png = paths[0]
+    assert png.suffix == ".png" and png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 2000
+    assert len(paths) == 1 + svg and png.with_suffix(".svg").exists() == svg
+    if svg:
+        assert paths[1] == png.with_suffix(".svg")
+        head = paths[1].read_text()[:2000]
+        assert "<svg" in head and paths[1].stat().st_size > 2000
 
 
 def _data(d_text=6):
@@ -113,7 +116,7 @@ def test_caption_query_examples(tmp_path):
     out = p.plot_caption_queries(
         ["a red square", "a long caption " * 5], paths, topk, [2, 0], tmp_path / "t2i"
     )
-    _check(out)
+    _check(out, svg=False)
     with pytest.raises(ValueError, match="outside image_paths"):
         p.plot_caption_queries(["q"], paths, np.array([[9]]), [0], tmp_path / "bad")
     (tmp_path / "broken.png").write_bytes(b"not an image")
@@ -127,6 +130,8 @@ def test_image_query_examples(tmp_path):
     paths = _images(tmp_path, 2)
     captions = [f"caption number {i} " + "word " * i for i in range(8)]
     topk = np.array([[0, 1, 2, 3, 4], [7, 6, 5, 4, 3]])
-    _check(p.plot_image_queries(paths, captions, topk, [{0, 1}, {2}], tmp_path / "i2t.svg"))
+    _check(
+        p.plot_image_queries(paths, captions, topk, [{0, 1}, {2}], tmp_path / "i2t.svg"), svg=False
+    )
     with pytest.raises(ValueError, match="one truth per query"):
         p.plot_image_queries(paths, captions, topk, [{0}], tmp_path / "bad")

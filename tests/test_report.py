@@ -131,8 +131,13 @@ def test_report_is_one_self_contained_file(run):
         assert f"<td>{aligner}</td>" in page
     assert "left out (needs one shared space: images are 1280-d, texts 384-d)" in page
     pngs = sorted(p.stem for p in (folder / "plots").glob("*.png"))
-    assert pngs == sorted(p.stem for p in (folder / "plots").glob("*.svg"))
+    charts = [p for p in pngs if not p.startswith("examples_")]  # examples are photographs
+    assert charts == sorted(p.stem for p in (folder / "plots").glob("*.svg"))
     assert {"pca_raw_effnet-lite0+minilm", "pca_aligned_best", "examples_t2i"} <= set(pngs)
+    assert (
+        "(PNG: plots/examples_t2i.png)" in page
+        and "(PNG and SVG: plots/pca_aligned_best.*)" in page
+    )
 
 
 def _chromium(*args):

@@ -1,8 +1,10 @@
-"""Pictures of the modality gap and of retrieval, each written as PNG and SVG side by side.
+"""Pictures of the modality gap and of retrieval: charts written as PNG and SVG side by side,
+the retrieval examples (photographs: an SVG would only wrap the same pixels, at twice the cost)
+as PNG only.
 
 Figures are built with matplotlib's object API (no pyplot state, rendered by Agg), so plotting
 works headless and from threads. Every function takes an output path (with or without a .png /
-.svg suffix) and returns [png_path, svg_path].
+.svg suffix) and returns the paths written: [png_path, svg_path], or [png_path].
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ CORRECT, WRONG = "#1a9641", "#bbbbbb"
 CHECK = "\u2713 "
 
 
-def save_figure(fig: Figure, path: str | Path) -> list[Path]:
-    """Write `fig` as path.png and path.svg (parents created); returns both paths."""
+def save_figure(fig: Figure, path: str | Path, svg: bool = True) -> list[Path]:
+    """Write `fig` as path.png and, with `svg`, path.svg (parents created); returns the paths."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix.lower() in (".png", ".svg") else path
     stem.parent.mkdir(parents=True, exist_ok=True)
-    out = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"]
+    out = [stem.parent / f"{stem.name}.{kind}" for kind in ("png", "svg")[: 1 + svg]]
     fig.savefig(out[0], dpi=150, bbox_inches="tight")
-    fig.savefig(out[1], bbox_inches="tight")
+    if svg:
+        fig.savefig(out[1], bbox_inches="tight")
     return out
 
 
@@ -211,7 +214,7 @@ def plot_caption_queries(
             ax.imshow(np.asarray(im))
             _frame(ax, idx == truth[i])
             ax.set_title(f"#{j + 1}", fontsize=7)
-    return save_figure(fig, path)
+    return save_figure(fig, path, svg=False)
 
 
 def plot_image_queries(
@@ -252,7 +255,7 @@ def plot_image_queries(
                 va="center",
                 transform=text_ax.transAxes,
             )
-    return save_figure(fig, path)
+    return save_figure(fig, path, svg=False)
 
 
 def _check_topk(

@@ -595,9 +595,16 @@ def _pictures_html(pictures: Iterable[figures.Picture], section: str) -> str:
             f'{base64.b64encode(data).decode("ascii")}" width="{width}" height="{height}" '
             f'alt="{escape(p.title)}"><figcaption><b>{escape(p.title)}.</b> '
             f"{escape(p.caption)} <i>Colours:</i> {escape(p.colours)} "
-            f"(PNG and SVG: plots/{escape(png.stem)}.*)</figcaption></figure>"
+            f"({_copies(p.paths)})</figcaption></figure>"
         )
     return f'<div class="figs">{"".join(out)}</div>' if out else ""
+
+
+def _copies(paths: Sequence[Path]) -> str:
+    """Where the picture's files lie, e.g. "PNG and SVG: plots/pca_raw.*"."""
+    kinds = " and ".join(Path(x).suffix[1:].upper() for x in paths)
+    name = Path(paths[0]).stem + (".*" if len(paths) > 1 else Path(paths[0]).suffix)
+    return f"{kinds}: {layout.PLOTS}/{escape(name)}"
 
 
 def _table(
