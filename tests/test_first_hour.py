@@ -175,6 +175,8 @@ def test_the_commands_section_as_written(home, monkeypatch):
             assert out.strip() == f"report: {folder / 'report.html'}"
             page = (folder / "report.html").read_text(encoding="utf-8")
             assert "<h2>Results</h2>" in page and "https://" not in page
+            # "what the run warned of (... a test split under 100 images)": 3 test images here
+            assert "Read with care" in page and "the test split holds 3 images" in page
         elif verb == "index build":
             assert out.strip() == "indexed 12 images and 24 captions (hnsw) in shapes-index"
         elif verb == "search" and "--image" in argv:  # image -> captions, 5 by default
@@ -187,6 +189,18 @@ def test_the_commands_section_as_written(home, monkeypatch):
             paths = [Path(h.split("  ")[-1]) for h in hits]
             assert all(p.is_absolute() and p.is_file() for p in paths), paths
     assert folder is not None
+
+
+def test_the_own_data_example_as_written(home, monkeypatch):
+    """README "Your own images and captions": `xmodal data info manifest:my_captions.csv`
+    gives "counts and every problem found"."""
+    monkeypatch.chdir(home)
+    line = readme_commands("Your own images and captions")[0]
+    assert line == "xmodal data info manifest:my_captions.csv"
+    code, out, err = _xmodal(shlex.split(line)[1:])
+    assert code == 0 and not err
+    assert "images: 12  captions: 24" in out
+    assert "problems: 1" in out and "ghost.png: image file not found" in out
 
 
 @pytest.mark.slow
