@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # constraints-cpu.txt pins torch to the CPU build, so that no dependency pulls a multi-GB CUDA
 # build; the extras are what the tests exercise
-EXTRAS ?= dev
+EXTRAS ?= dev,zoo,mpnet
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[$(EXTRAS)]'
 	touch $@

@@ -17,7 +17,7 @@ from test_align import TEST, TRAIN, VAL
 from xmodal.align.base import Aligner, FitContext, FitDiverged, load_aligner
 from xmodal.align.registry import ALIGNERS, aligner_traits, build_aligner
 from xmodal.embeddings import Embedded
-from xmodal.files import IntegrityError, sha256_arrays
+from xmodal.files import IntegrityError
 from xmodal.similarity.metrics import Metric
 
 FAST = {"epochs": 3, "batch_size": 64}
@@ -156,7 +156,13 @@ def test_the_runner_records_a_diverged_fit_as_failed(tmp_path):
 
     splits = {"train": TRAIN, "val": VAL, "test": TEST}
     shared = FitInputs(
-        splits, EncoderConfig(image="a", text="b"), {"dataset": "d"}, [1, 5], False, tmp_path
+        splits,
+        EncoderConfig(image="a", text="b"),
+        {"dataset": "d"},
+        [1, 5],
+        "rsum",
+        False,
+        tmp_path,
     )
     bad = AlignerConfig(kind="linear", lr=1e6, epochs=5, batch_size=64)
     row = _fit_row(Fit(bad, Metric.COSINE, 0, "models/bad.safetensors"), shared, False)
@@ -206,10 +212,15 @@ def _write(path, tensors, meta):
 
 
 def test_garbled_header_unknown_kind_and_non_finite_weights_are_caught(tmp_path):
+    from xmodal.align.base import _file_digest
+
+    def signed(meta):  # a header as `save` writes it: its checksum covers header and arrays
+        return meta | {"sha256": _file_digest(meta, tensors)}
+
     path = tmp_path / "x.safetensors"
     tensors = {"text_mean": np.zeros(3, np.float32), "image_mean": np.zeros(3, np.float32)}
-    meta = {"kind": "center", "params": {"metric": "cosine"}, "sha256": sha256_arrays(tensors)}
-    _write(path, tensors, meta)
+    meta = {"kind": "center", "params": {"metric": "cosine"}}
+    _write(path, tensors, signed(meta))
     assert isinstance(load_aligner(path), ALIGNERS["center"])
     save_file(tensors, str(path), metadata={"xmodal": "{not json"})
     with pytest.raises(IntegrityError, match="x.safetensors: not a readable"):
@@ -220,16 +231,19 @@ def test_garbled_header_unknown_kind_and_non_finite_weights_are_caught(tmp_path)
     _write(path, tensors, {"kind": "center", "params": {}})
     with pytest.raises(IntegrityError, match="x.safetensors: saved without a checksum"):
         load_aligner(path)
-    _write(path, tensors, meta | {"kind": "telepathy"})
+    _write(path, tensors, signed(meta) | {"kind": "telepathy"})  # changed after signing
+    with pytest.raises(IntegrityError, match="x.safetensors: checksum mismatch"):
+        load_aligner(path)
+    _write(path, tensors, signed(meta | {"kind": "telepathy"}))
     with pytest.raises(
         IntegrityError, match="x.safetensors: unknown aligner 'telepathy'; choices: .*identity"
     ):
         load_aligner(path)
-    _write(path, tensors, meta | {"params": {"metric": "cosine", "alpha": 1}})
+    _write(path, tensors, signed(meta | {"params": {"metric": "cosine", "alpha": 1}}))
     with pytest.raises(IntegrityError, match="x.safetensors: its 'center' parameters"):
         load_aligner(path)
     tensors["text_mean"][1] = np.inf
-    _write(path, tensors, meta | {"sha256": sha256_arrays(tensors)})
+    _write(path, tensors, signed(meta))
     with pytest.raises(IntegrityError, match="x.safetensors: text_mean holds NaN or inf"):
         load_aligner(path)
 

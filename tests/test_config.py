@@ -89,7 +89,7 @@ def test_grid_values_are_checked_like_parameters():
         ({"seeds": [1, 1]}, "a seed is listed twice"),
         ({"aligners": [{"kind": "linear", "epochs": 0}]}, "aligners: linear (cosine)"),
         ({"aligners": [{"kind": "linear", "dimm": 4}]}, "aligners: linear (cosine)"),
-        ({"primary": "t2i_R@50"}, "choose one of t2i_R@1, t2i_R@5"),
+        ({"primary": "t2i_R@50"}, "choose one of rsum, t2i_R@1, t2i_R@5"),
         ({"ks": [5], "primary": "i2t_R@5"}, None),
     ],
 )

@@ -113,16 +113,51 @@ def _hsic_cka(x, y):
     return np.trace(k @ el) / np.sqrt(np.trace(k @ k) * np.trace(el @ el))
 
 
-def test_linear_cka_matches_gram_reference_and_invariances():
+def _unbiased_hsic(k, el):
+    """Reference: Song et al. 2012, eq. (5), on n x n Gram matrices with zeroed diagonals."""
+    n = len(k)
+    k, el = k - np.diag(np.diag(k)), el - np.diag(np.diag(el))
+    one = np.ones(n)
+    return (
+        np.trace(k @ el)
+        + (one @ k @ one) * (one @ el @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * (one @ k @ el @ one)
+    ) / (n * (n - 3))
+
+
+def _debiased_cka(x, y):
+    k, el = x @ x.T, y @ y.T  # uncentred: the unbiased HSIC needs no centring
+    return _unbiased_hsic(k, el) / np.sqrt(_unbiased_hsic(k, k) * _unbiased_hsic(el, el))
+
+
+def test_linear_cka_matches_gram_references_and_invariances():
     rng = _rng()
-    x = rng.normal(size=(60, 12))
+    x = rng.normal(size=(60, 12)) + 2.0  # off-centre on purpose
     y = np.tanh(x[:, :7] @ rng.normal(size=(7, 5))) + 0.3 * rng.normal(size=(60, 5))
-    assert m.linear_cka(x, y) == pytest.approx(_hsic_cka(x, y), rel=1e-10)
-    assert m.linear_cka(x, x @ _orthogonal(12)) == pytest.approx(1.0)
-    assert m.linear_cka(x, y) == pytest.approx(m.linear_cka(3.7 * x, 0.01 * y), rel=1e-10)
-    assert m.linear_cka(x, rng.normal(size=(60, 5))) < 0.3
+    assert m.linear_cka(x, y) == pytest.approx(_debiased_cka(x, y), rel=1e-9)
+    assert m.linear_cka(x, y, "biased") == pytest.approx(_hsic_cka(x, y), rel=1e-10)
+    for estimator in m.CKA_ESTIMATORS:
+        assert m.linear_cka(x, x @ _orthogonal(12), estimator) == pytest.approx(1.0)
+        assert m.linear_cka(x, y, estimator) == pytest.approx(
+            m.linear_cka(3.7 * x, 0.01 * y, estimator), rel=1e-10
+        )
     with pytest.raises(ValueError, match="matched rows"):
         m.linear_cka(x, y[:-1])
+    with pytest.raises(ValueError, match="unknown CKA estimator"):
+        m.linear_cka(x, y, "plugin")
+
+
+def test_debiased_cka_reads_zero_for_unrelated_data_where_the_biased_one_does_not():
+    rng = _rng()
+    biased, debiased = [], []
+    for _ in range(10):  # the audit's case: 190 rows of unrelated 128-d data
+        x, y = rng.normal(size=(190, 128)), rng.normal(size=(190, 128))
+        biased.append(m.linear_cka(x, y, "biased"))
+        debiased.append(m.linear_cka(x, y))
+    assert 0.35 < np.mean(biased) < 0.45
+    assert abs(np.mean(debiased)) < 0.01 and max(map(abs, debiased)) < 0.03
+    x = rng.normal(size=(190, 128))
+    assert m.linear_cka(x, x) == pytest.approx(1.0)
 
 
 def test_knn_sets_match_sklearn():

@@ -95,3 +95,16 @@ def test_rank_correlations_match_scipy_and_skip_missing_values():
     assert out[2]["n"] == 0 and math.isnan(out[2]["rho"])
     constant = [{"w": 1.0, "r": float(i)} for i in range(5)]
     assert math.isnan(rank_correlations(constant, ["w"], "r")[0]["rho"])
+
+
+def test_measured_space_is_the_space_the_metric_ranks():
+    from xmodal.geometry import measured_space
+
+    assert measured_space("cosine") == (
+        True,
+        "L2-normalised aligned vectors (the space cosine ranks)",
+    )
+    normalize, what = measured_space("manhattan")
+    assert normalize is False and "manhattan" in what
+    normalize, what = measured_space("cosine", learned_scorer=True)
+    assert normalize is None and "not measured" in what

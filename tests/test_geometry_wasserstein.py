@@ -51,9 +51,41 @@ def test_sinkhorn_bounds_exact_from_above_and_is_scale_free():
     x, y = _cloud(80, 4), _cloud(60, 4, seed=1) + 0.5
     exact = w.wasserstein_exact(x, y)
     sink = w.wasserstein_sinkhorn(x, y)
-    assert exact - 1e-6 <= sink <= 1.1 * exact
-    assert w.wasserstein_sinkhorn(x, y, reg=0.01) == pytest.approx(exact, rel=0.005)
-    assert w.wasserstein_sinkhorn(5 * x, 5 * y) == pytest.approx(5 * sink, rel=1e-6)
+    assert sink.converged and sink.lower - 1e-9 <= exact <= sink.value + 1e-9
+    assert sink.value <= (1 + w.SINKHORN_TOLERANCE) * exact
+    assert w.wasserstein_sinkhorn(x, y, tolerance=0.002).value == pytest.approx(exact, rel=0.002)
+    assert w.wasserstein_sinkhorn(5 * x, 5 * y).value == pytest.approx(5 * sink.value, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("noise", "shift"),
+    [(0.02, 0.0), (0.2, 0.0), (1.0, 0.0), (1.0, 4.0)],  # small gaps to a large one
+)
+def test_sinkhorn_error_is_bounded_relative_to_exact_ot_at_any_gap(noise, shift):
+    """Matched Gaussian clouds: x and x + noise (+ a shift), against POT's exact ot.emd2."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 8))
+    y = x + noise * rng.normal(size=x.shape)
+    y[:, 0] += shift
+    exact = np.sqrt(ot.emd2(ot.unif(150), ot.unif(150), ot.dist(x, y)))
+    sink = w.wasserstein_sinkhorn(x, y)
+    assert sink.converged and sink.iterations > 0 and sink.marginal_error < 1e-3
+    assert sink.lower - 1e-9 <= exact <= sink.value + 1e-9
+    assert sink.value / exact <= 1 + w.SINKHORN_TOLERANCE
+    # a regularisation fixed relative to the mean cost (the former default) is not bounded so
+    m = ot.dist(x, y)
+    fixed = np.sqrt(ot.sinkhorn2(ot.unif(150), ot.unif(150), m, 0.05 * m.mean()))
+    if noise == 0.02:
+        assert fixed / exact > 1.5
+
+
+def test_sinkhorn_reports_no_convergence_when_it_runs_out(monkeypatch):
+    monkeypatch.setattr(w, "SINKHORN_ITERATIONS", 10)
+    monkeypatch.setattr(w, "SINKHORN_ROUNDS", 1)
+    x = _cloud(100, 4)
+    sink = w.wasserstein_sinkhorn(x, _cloud(100, 4, seed=1) + 0.1, tolerance=1e-4)
+    assert not sink.converged and sink.iterations == 10
+    assert sink.value >= w.wasserstein_exact(x, _cloud(100, 4, seed=1) + 0.1) - 1e-9
 
 
 def test_sliced_matches_sorted_projections_reference():

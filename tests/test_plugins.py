@@ -117,11 +117,13 @@ def test_an_experiment_runs_on_plugins_only(toy, tmp_path):
     data = aligner.transform(Embedded(test["images"], test["texts"], test["caption_image"]))
     reference = get_metric("chebyshev").reference
     want = retrieval_scores(data, lambda t, i: reference(t[:, None], i[None]), config.ks)
-    for key in ("t2i_R@1", "i2t_R@1", "t2i_MRR", "rsum"):
+    # a K at or above a gallery's size is 100 whatever the metric: the run leaves it out of RSUM
+    galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
+    want["rsum"] = sum(want[f"{d}_R@{k}"] for d, n in galleries.items() for k in config.ks if k < n)
+    keys = [f"{d}_{m}" for d in ("t2i", "i2t") for m in ("MRR", "meanr", "R@1", "R@5")]
+    for key in [*keys, "rsum"]:
         assert row[key] == pytest.approx(want[key]), key
-    assert row["rsum"] != by_metric["cosine"]["rsum"] or row["t2i_MRR"] != pytest.approx(
-        by_metric["cosine"]["t2i_MRR"]
-    )
+    assert any(row[key] != pytest.approx(by_metric["cosine"][key]) for key in keys)
 
 
 def test_a_broken_plugin_names_its_entry_point(site):

@@ -93,7 +93,7 @@ def train(
     acfg = cfg.aligners[labels.index(aligner)]
     prep = _first_pair(cfg, progress)
     splits = prep.splits
-    metric = metric or (acfg.metrics or cfg.metrics)[0]
+    metric = metric or str((acfg.metrics or cfg.metrics)[0])
     fitted = fit_aligner(acfg, metric, seed, splits, progress, prep.encoder, cfg.ks, cfg.primary)
     fitted.save(out)
     val = splits.get("val")

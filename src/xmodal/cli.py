@@ -13,14 +13,19 @@ ALIGNER_HELP = "the aligner's name in the config (or its kind, when it has no na
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
     from xmodal import api
-    from xmodal.experiments.findings import findings_lines
+    from xmodal.experiments.findings import Evidence, findings_lines
     from xmodal.experiments.run_folder import RunFolder
     from xmodal.experiments.tables import markdown_table
 
     result = api.run_study(args.config, args.out, resume=args.resume, jobs=args.jobs, **_p(args))
     print(markdown_table(result.summary))
-    print("\n".join(findings_lines(result.summary)))
+    run = RunFolder(result.folder)
+    primary = yaml.safe_load(run.read_text(run.config)).get("primary", "rsum")
+    evidence = Evidence(result.rows, result.folder, primary)
+    print("\n".join(findings_lines(result.summary, evidence)))
     print(f"\nrun folder: {result.folder}")
     if result.problems:
         where = RunFolder(result.folder).problems

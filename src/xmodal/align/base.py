@@ -22,7 +22,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as safetensors_bytes
 
 from xmodal.embeddings import Embedded
-from xmodal.files import IntegrityError, atomic_write_bytes, require_finite, sha256_arrays
+from xmodal.files import (
+    IntegrityError,
+    atomic_write_bytes,
+    require_finite,
+    sha256_arrays,
+    sha256_bytes,
+)
 from xmodal.similarity.metrics import Metric
 from xmodal.similarity.ranking import Scorer
 
@@ -170,16 +176,19 @@ class Aligner(ABC):
         return self
 
     def save(self, path: str | Path) -> None:
-        """Write atomically; the header holds the parameters and the arrays' checksum."""
+        """Write atomically; the header holds the parameters and one checksum of the header
+        and the arrays together."""
         tensors = {k: np.ascontiguousarray(v) for k, v in self.state().items()}
-        meta = {
-            "kind": self.kind,
-            "params": self.get_params(),
-            "fitted": self.fitted_info(),
-            "sha256": sha256_arrays(tensors),
-        }
+        meta = {"kind": self.kind, "params": self.get_params(), "fitted": self.fitted_info()}
+        meta["sha256"] = _file_digest(meta, tensors)
         # bytes first: safetensors' own file writer makes the file private (0600)
         atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"xmodal": json.dumps(meta)}))
+
+
+def _file_digest(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the header (all but its checksum, canonical JSON) and of the arrays."""
+    header = json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True)
+    return sha256_bytes(f"{header}|{sha256_arrays(tensors)}".encode())
 
 
 def load_aligner(path: str | Path) -> Aligner:
@@ -199,7 +208,7 @@ def load_aligner(path: str | Path) -> Aligner:
         raise IntegrityError(path, "no xmodal aligner header (kind, params, checksum)")
     if "sha256" not in meta:
         raise IntegrityError(path, "saved without a checksum (an older xmodal): fit and save again")
-    if sha256_arrays(tensors) != meta["sha256"]:
+    if _file_digest(meta, tensors) != meta["sha256"]:
         raise IntegrityError(path, "checksum mismatch: the file is corrupt or was changed")
     require_finite(path, tensors)
     kind = meta["kind"]

@@ -27,8 +27,8 @@ def read_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
         except UnicodeDecodeError as e:
             problems.append(Problem(f"{path}:{n}", f"not UTF-8 ({e.reason} at byte {e.start})"))
             continue
-        if text and (text := caption_text(text, f"{path}:{n}", problems)) is not None:
-            lines.append((n, text))
+        if text and (caption := caption_text(text, f"{path}:{n}", problems)) is not None:
+            lines.append((n, caption))
     return lines
 
 

@@ -19,6 +19,7 @@ from xmodal.data.dataset import Dataset, Problem
 from xmodal.data.folder import load_folder
 from xmodal.data.images import decode_problems
 from xmodal.data.karpathy import load_karpathy
+from xmodal.data.languages import in_languages
 from xmodal.data.manifest import load_manifest
 from xmodal.data.tuxpaint import load_tuxpaint
 from xmodal.registry import Registry
@@ -49,8 +50,10 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     """Load "FORMAT:PATH" (or plain "tuxpaint": the stamps fetched under the data root).
 
     `images` is the image root for formats that name files relative to one (karpathy, coco,
-    manifest); `options` go to the format's loader (e.g. split="test" for karpathy).
+    manifest); `options` go to the format's loader (e.g. split="test" for karpathy), except
+    `languages`: the captions in these languages, from the dataset's translations (`in_languages`).
     """
+    languages = options.pop("languages", None)
     fmt, _, location = source.partition(":")
     if fmt not in FORMATS:
         raise FORMATS.unknown(fmt, f" in {source!r}", " (write FORMAT:PATH, or just tuxpaint)")
@@ -73,7 +76,8 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     path = Path(location).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (from {source!r})")
-    return loader(path, **options)
+    dataset = loader(path, **options)
+    return dataset if languages is None else in_languages(dataset, languages)
 
 
 def describe(ds: Dataset, examples: int = 3, decode: bool = True) -> str:

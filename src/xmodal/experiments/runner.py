@@ -40,7 +40,6 @@ from xmodal.experiments.config import (
     ExperimentConfig,
     check_inputs,
     resolved,
-    score_columns,
 )
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
@@ -48,7 +47,7 @@ from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
-from xmodal.retrieval.evaluate import evaluate
+from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, PerQuery, evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -187,12 +186,12 @@ def run_experiment(
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
-            splits, prep.encoder, context, config.ks, config.primary, config.geometry, run.path
+            splits, prep.encoder, context, config.ks, config.geometry, run.path, config.primary
         )
         rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
     summary = summarize(rows)
     run.write_results(rows, summary, markdown_table(summary))
-    run.write_text(run.findings, findings_markdown(summary))
+    run.write_text(run.findings, findings_markdown(summary, rows, run.path, config.primary))
     write_problems(problems, run.problems)
     write_checksum(run.problems)
     timings["total"] = time.perf_counter() - started
@@ -218,31 +217,35 @@ def _trivial_ks(
     return out
 
 
-#: below this many test images one image moves R@K by more than a point: differences between
-#: configurations of a run are mostly noise
-SMALL_TEST = 100
-
-
 def _small_test(context: dict[str, Any], test: Embedded, progress: bool) -> list[str]:
-    """Warn of a test split too small for its recalls to separate configurations."""
+    """Warn of a test split too small for its recalls to separate configurations (below
+    MIN_QUERIES images, as evaluate warns per fit)."""
     n = len(test.images)
-    if n >= SMALL_TEST:
+    if n >= MIN_QUERIES:
         return []
     message = (
         f"{context['dataset']} / {context['encoder']}: the test split holds {n} images "
-        f"(< {SMALL_TEST}): one image query moves i2t R@K by {100 / n:.1f} points"
+        f"(< {MIN_QUERIES}): one image query moves i2t R@K by {100 / n:.1f} points"
     )
     note(f"warning: {message}", progress)
     return [message]
 
 
-def scores(data: Embedded, aligner: Aligner, ks: list[int]) -> dict[str, float]:
-    """Recall@K both ways, MRR, ranks and RSUM of an aligner on a split. A K at or above a
-    gallery's size is 100 whatever the model: it is left out of RSUM."""
-    out = evaluate(aligner.transform(data), aligner.scorer(), ks)
+def scores(
+    data: Embedded, aligner: Aligner, ks: list[int], ranks_to: Path | None = None
+) -> dict[str, Any]:
+    """Recall@K both ways, MRR, ranks and RSUM of an aligner on a split (with their bootstrap
+    CIs; the per-query ranks saved to `ranks_to` when given). A K at or above a gallery's size
+    is 100 whatever the model: it is left out of RSUM."""
+    if ranks_to is None:
+        out = evaluate(aligner.transform(data), aligner.scorer(), ks, bootstrap=0)
+    else:
+        out, per_query = evaluate(aligner.transform(data), aligner.scorer(), ks, return_ranks=True)
+        ranks_to.parent.mkdir(exist_ok=True)
+        per_query.save(ranks_to)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
-    out["rsum"] = sum(out[c] for c in score_columns(ks)[:-1] if int(c[6:]) < galleries[c[:3]])
+    out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
     return out
 
 
@@ -265,9 +268,9 @@ class FitInputs:
     encoder: EncoderConfig
     context: dict[str, Any]
     ks: list[int]
-    primary: str
     geometry: bool
     folder: Path
+    primary: str = "rsum"
 
 
 def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
@@ -373,12 +376,14 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
             acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks, shared.primary
         )
     except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
-        nan = dict.fromkeys(primary_columns(shared.ks), float("nan"))
-        failed = {"status": f"failed: {e}", **nan, "fit_seconds": round(time.perf_counter() - t, 3)}
-        return row | failed | {"model": fit.model}
+        return _failed(row, e, fit, shared.ks, t)
     fit_s = time.perf_counter() - t
-    test_scores = scores(splits["test"], aligner, shared.ks)
-    test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
+    try:
+        ranks = shared.folder / PerQuery.path_for(fit.model)
+        test_scores = scores(splits["test"], aligner, shared.ks, ranks)
+        test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
+    except NonFiniteScores as e:  # NaN would rank as a hit: no numbers, a failed row
+        return _failed(row, e, fit, shared.ks, t)
     model_path = shared.folder / fit.model
     model_path.parent.mkdir(exist_ok=True)
     aligner.save(model_path)
@@ -386,20 +391,32 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     row |= {"status": "ok", **test_scores, **report, "fit_seconds": round(fit_s, 3)}
     row["model"] = fit.model
     if shared.geometry:
-        row |= _geometry(aligner.transform(splits["test"]), "aligned")
+        test = aligner.transform(splits["test"])
+        row |= _geometry(test, "aligned", str(fit.metric), aligner.learned_scorer)
     return row
+
+
+def _failed(
+    row: dict[str, Any], error: Exception, fit: Fit, ks: list[int], started: float
+) -> dict[str, Any]:
+    nan = dict.fromkeys(primary_columns(ks), float("nan"))
+    seconds = round(time.perf_counter() - started, 3)
+    return row | {"status": f"failed: {error}", **nan, "fit_seconds": seconds, "model": fit.model}
 
 
 def _describe(row: dict[str, Any], primary: str) -> str:
     """One log line of a finished fit."""
+    where = (
+        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
+        f"{row['encoder']}"
+    )
+    if row.get("status", "ok") != "ok":
+        return f"{where}: {row['status']}"
     stop = ""
     if "stopped_epoch" in row:
         stop = f", stopped at epoch {row['stopped_epoch']}"
         stop += f", kept {row['best_epoch']}" if row.get("best_epoch") else ""
-    return (
-        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
-        f"{row['encoder']}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
-    )
+    return f"{where}: test {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s{stop}"
 
 
 def _check_same_config(run: RunFolder, config: ExperimentConfig) -> None:
@@ -435,12 +452,19 @@ def _validation(
     return {f"val_{c}": got[c] for c in columns}
 
 
-def _geometry(data: Embedded, prefix: str) -> dict[str, float]:
-    """Every applicable modality-gap measure of a split, as `<prefix>_<measure>` columns."""
-    from xmodal.geometry import gap_measures
+def _geometry(
+    data: Embedded, prefix: str, metric: str | None = None, learned_scorer: bool = False
+) -> dict[str, Any]:
+    """Every applicable modality-gap measure of a split, as `<prefix>_<measure>` columns, taken
+    in the space `metric` ranks (encoder outputs: L2-normalised); `<prefix>_space` says which."""
+    from xmodal.geometry import gap_measures, measured_space
 
-    measures = gap_measures(data.images, data.texts, data.caption_image)
-    return {f"{prefix}_{k}": v for k, v in measures.items()}
+    normalize, space = measured_space(metric, learned_scorer) if metric else (True, "")
+    out: dict[str, Any] = {f"{prefix}_space": space or "L2-normalised encoder outputs"}
+    if normalize is None:
+        return out
+    measures = gap_measures(data.images, data.texts, data.caption_image, normalize=normalize)
+    return out | {f"{prefix}_{k}": v for k, v in measures.items()}
 
 
 def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:

@@ -16,8 +16,9 @@ from xmodal.geometry.measures import (
     separation_auc,
     subsample,
 )
-from xmodal.geometry.summary import gap_measures, skipped_measures
+from xmodal.geometry.summary import gap_measures, measured_space, skipped_measures
 from xmodal.geometry.wasserstein import (
+    Sinkhorn,
     gromov_wasserstein,
     wasserstein_exact,
     wasserstein_gaussian,
@@ -31,6 +32,7 @@ __all__ = [
     "gap_vector",
     "gromov_wasserstein",
     "linear_cka",
+    "measured_space",
     "modality_gap",
     "mutual_knn",
     "pair_distances",
@@ -44,4 +46,5 @@ __all__ = [
     "wasserstein_gaussian",
     "wasserstein_sinkhorn",
     "wasserstein_sliced",
+    "Sinkhorn",
 ]

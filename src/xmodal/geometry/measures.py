@@ -149,16 +149,43 @@ def first_caption_pairs(
     return images[img_rows], texts[first]
 
 
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+CKA_ESTIMATORS = ("debiased", "biased")
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray, estimator: str = "debiased") -> float:
     """Linear CKA (Kornblith et al. 2019) between row-matched x (n x d1) and y (n x d2):
-    ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centred Xc, Yc. In [0, 1];
-    invariant to orthogonal maps and isotropic scaling of either side. O(n (d1 + d2)^2)."""
+    HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with linear Gram matrices K = X X^T, L = Y Y^T.
+
+    "debiased" (default) uses the unbiased HSIC estimator (Song et al. 2012; Nguyen et al.
+    2021): about 0 for unrelated data at any n and dimension (it can dip below 0), 1 for
+    identical data. "biased" is Kornblith's plug-in ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F
+    ||Yc^T Yc||_F), in [0, 1] but inflated by dimension over n: unrelated 128-d clouds of
+    190 rows read ~0.4, so it only compares at equal n and dimensions. Both are invariant to
+    orthogonal maps and isotropic scaling; O(n (d1 + d2)^2), no n x n matrix."""
     if len(x) != len(y):
         raise ValueError(f"CKA needs matched rows: {len(x)} vs {len(y)}")
+    if estimator not in CKA_ESTIMATORS:
+        raise ValueError(f"unknown CKA estimator {estimator!r}; expected one of {CKA_ESTIMATORS}")
     xc = np.asarray(x, np.float64) - np.mean(x, 0, dtype=np.float64)
     yc = np.asarray(y, np.float64) - np.mean(y, 0, dtype=np.float64)
-    cross = np.linalg.norm(yc.T @ xc) ** 2
-    return float(cross / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+    if estimator == "biased":
+        cross = np.linalg.norm(yc.T @ xc) ** 2
+        return float(cross / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+    if len(x) < 4:
+        raise ValueError(f"debiased CKA needs at least 4 rows, got {len(x)}")
+    return float(_hsic_u(xc, yc) / np.sqrt(_hsic_u(xc, xc) * _hsic_u(yc, yc)))
+
+
+def _hsic_u(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased HSIC of linear kernels with zeroed diagonals, from d x d products only:
+    [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n (n-3))."""
+    n = len(x)
+    dk, dl = (x * x).sum(1), (y * y).sum(1)  # diag(K), diag(L)
+    k1, l1 = x @ x.sum(0) - dk, y @ y.sum(0) - dl  # K~ 1, L~ 1
+    trace = np.linalg.norm(x.T @ y) ** 2 - dk @ dl
+    return (trace + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2 / (n - 2) * (k1 @ l1)) / (
+        n * (n - 3)
+    )
 
 
 def knn_sets(x: np.ndarray, k: int) -> np.ndarray:

@@ -27,6 +27,17 @@ ANY_SPACE = ("gromov_wasserstein", "cka", "mutual_knn")
 MIN_SEPARABILITY_POINTS = 10  # per modality: fewer leaves a held-out set of one or two rows
 
 
+def measured_space(metric: str, learned_scorer: bool = False) -> tuple[bool | None, str]:
+    """The vectors a metric ranks, as (normalize, description) for `gap_measures`: cosine ranks
+    directions (L2-normalised vectors), the distances rank the aligned vectors as they are. A
+    learned scorer ranks no vector space: (None, the reason to skip)."""
+    if learned_scorer:
+        return None, "a learned scorer ranks pairs, not vectors in one space: not measured"
+    if metric == "cosine":
+        return True, "L2-normalised aligned vectors (the space cosine ranks)"
+    return False, f"aligned vectors as they are (the space {metric} ranks)"
+
+
 def skipped_measures(
     images: np.ndarray, texts: np.ndarray, caption_image: np.ndarray, *, knn_k: int = 10
 ) -> dict[str, str]:
@@ -65,8 +76,10 @@ def gap_measures(
     use every row. Subsamples are seeded; the sizes used are in the "*_n*" keys. With the
     defaults, 5000 images / 25000 captions take ~22 s on 2 cores at 512-d and ~15 s across
     dimensions (1280-d / 384-d); the cost stops growing with the input beyond max_points.
-    CKA and mutual kNN compare each captioned image with its first caption. Measures that do
-    not apply are absent; `skipped_measures` says why.
+    CKA (debiased: ~0 for unrelated data) and mutual kNN compare each captioned image with
+    its first caption. The Sinkhorn W2 comes with its regularisation, iterations, marginal
+    error and a converged flag (1.0 when certified within SINKHORN_TOLERANCE of the exact W2).
+    Measures that do not apply are absent; `skipped_measures` says why.
     """
     data = _validated(images, texts, caption_image)
     skipped = skipped_measures(images, texts, caption_image, knn_k=knn_k)
@@ -115,8 +128,15 @@ def _same_space(
     ot_n = min(ot_cap, cap)
     out["wasserstein_exact"] = w.wasserstein_exact(x, y, max_points=ot_n, seed=seed)
     out.update(_sizes("wasserstein_exact", x, y, ot_n))
-    out["wasserstein_sinkhorn"] = w.wasserstein_sinkhorn(x, y, max_points=ot_n, seed=seed)
-    out.update(_sizes("wasserstein_sinkhorn", x, y, ot_n), wasserstein_sinkhorn_reg=w.SINKHORN_REG)
+    sink = w.wasserstein_sinkhorn(x, y, max_points=ot_n, seed=seed)
+    out.update(
+        wasserstein_sinkhorn=sink.value,
+        wasserstein_sinkhorn_reg=sink.reg,
+        wasserstein_sinkhorn_iterations=sink.iterations,
+        wasserstein_sinkhorn_marginal_error=sink.marginal_error,
+        wasserstein_sinkhorn_converged=float(sink.converged),
+    )
+    out.update(_sizes("wasserstein_sinkhorn", x, y, ot_n))
     out["wasserstein_sliced"] = w.wasserstein_sliced(x, y, max_points=cap, seed=seed)
     out.update(_sizes("wasserstein_sliced", x, y, cap))
     out["wasserstein_sliced_projections"] = w.SLICED_PROJECTIONS

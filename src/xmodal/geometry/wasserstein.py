@@ -13,6 +13,8 @@ independent 1000-point samples of one uniform distribution on the 512-d unit sph
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import ot
 
@@ -20,8 +22,14 @@ from xmodal.geometry.measures import require_same_dim, subsample
 
 EXACT_POINTS = 1000
 EXACT_ITERATIONS = 10_000_000
-SINKHORN_REG = 0.05
-SINKHORN_ITERATIONS = 2000
+#: first regularisation, as a fraction of the mean pairwise cost; annealed from there
+SINKHORN_START = 0.05
+#: the certified value may exceed the exact W2 by at most this fraction
+SINKHORN_TOLERANCE = 0.05
+SINKHORN_ROUNDS = 6
+SINKHORN_ITERATIONS = 1000
+SINKHORN_MARGINAL_ERROR = 1e-5
+ABSORB_EVERY = 10
 SLICED_PROJECTIONS = 200
 
 
@@ -46,26 +54,109 @@ def wasserstein_exact(
     return float(np.sqrt(max(cost, 0.0)))
 
 
+@dataclass(frozen=True)
+class Sinkhorn:
+    """An entropic W2 with a certificate. `lower` <= W2 <= `value` always hold for these
+    samples (weak duality, and a feasible plan); `converged` when value <= lower * (1 +
+    tolerance), so the value is at most `tolerance` above the exact W2. `reg` is the last
+    regularisation (squared embedding units), `iterations` the total over every round,
+    `marginal_error` the L1 distance of the entropic plan's row sums to the uniform ones."""
+
+    value: float
+    lower: float
+    reg: float
+    iterations: int
+    marginal_error: float
+    converged: bool
+
+
 def wasserstein_sinkhorn(
     images: np.ndarray,
     texts: np.ndarray,
     *,
-    reg: float = SINKHORN_REG,
+    tolerance: float = SINKHORN_TOLERANCE,
     max_points: int = EXACT_POINTS,
     seed: int = 0,
-) -> float:
-    """Entropic W2 (POT `ot.sinkhorn2`, log-domain): sqrt of the transport cost <P, M> of the
-    entropic plan, never below the exact W2 and equal to it as reg -> 0. `reg` is a fraction of
-    the mean pairwise cost, so the smoothing does not depend on the embeddings' scale; the
-    default 0.05 reads about 5% above the exact W2. At most SINKHORN_ITERATIONS iterations of
-    O(n^2) at n = max_points per side: ~1 s at 1000 when it converges, ~4 s when it does not."""
+) -> Sinkhorn:
+    """Entropic W2, certified: a stabilised Sinkhorn run whose regularisation is annealed
+    (4x smaller per round, warm-started) until the cost of its plan, rounded onto the exact
+    marginals (Altschuler et al. 2017), is within `tolerance` of a dual lower bound (the
+    potentials made feasible by c-transforms). The error is thus bounded relative to W2
+    itself, small gap or large; a fixed regularisation is not (it biases a small W2 most).
+
+    Each round is at most SINKHORN_ITERATIONS O(n^2) iterations at n = max_points per side;
+    ~2-10 s at 1000 on 2 cores, more when the clouds nearly coincide."""
     require_same_dim(images, texts, "Wasserstein distance")
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
     x, y, a, b = _clouds(images, texts, max_points, seed)
     m = ot.dist(x, y)
-    cost = ot.sinkhorn2(
-        a, b, m, reg * m.mean(), method="sinkhorn_log", numItermax=SINKHORN_ITERATIONS
+    reg = SINKHORN_START * float(m.mean()) or 1.0
+    f, g = np.zeros(len(x)), np.zeros(len(y))
+    iterations, upper, lower, error = 0, np.inf, 0.0, np.inf
+    for _ in range(SINKHORN_ROUNDS):
+        f, g, steps, error = _sinkhorn_log(a, b, m, reg, f, g)
+        iterations += steps
+        upper = float((_round_plan(_plan(a, b, m, reg, f, g), a, b) * m).sum())
+        lower = max(lower, _dual_bound(a, b, m, f))
+        if np.sqrt(upper) <= np.sqrt(max(lower, 0.0)) * (1 + tolerance):
+            break
+        reg /= 4
+    value, low = np.sqrt(max(upper, 0.0)), np.sqrt(max(lower, 0.0))
+    return Sinkhorn(
+        value=float(value),
+        lower=float(low),
+        reg=reg,
+        iterations=iterations,
+        marginal_error=error,
+        converged=bool(value <= low * (1 + tolerance)),
     )
-    return float(np.sqrt(max(float(cost), 0.0)))
+
+
+def _sinkhorn_log(
+    a: np.ndarray, b: np.ndarray, m: np.ndarray, reg: float, f: np.ndarray, g: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """Sinkhorn on potentials (f, g) in cost units, plan a_i b_j exp((f_i + g_j - M_ij) / reg):
+    scaling iterations on a kernel stabilised by the potentials, absorbed into them every
+    ABSORB_EVERY steps (Schmitzer 2019), so small reg neither underflows nor needs an
+    exponential per step. Stops when the row sums are within SINKHORN_MARGINAL_ERROR (L1)."""
+    error, step = np.inf, 0
+    while step < SINKHORN_ITERATIONS:
+        kernel = np.exp((f[:, None] + g[None, :] - m) / reg)
+        u, v = np.ones(len(a)), np.ones(len(b))
+        for _ in range(ABSORB_EVERY):
+            u = 1.0 / (kernel @ (b * v))
+            v = 1.0 / (kernel.T @ (a * u))
+        step += ABSORB_EVERY
+        if not (np.isfinite(u).all() and np.isfinite(v).all()):
+            raise FloatingPointError(f"Sinkhorn diverged at reg={reg:.3g}")
+        f, g = f + reg * np.log(u), g + reg * np.log(v)
+        error = float(np.abs(a * u * (kernel @ (b * v)) - a).sum())
+        if error <= SINKHORN_MARGINAL_ERROR:
+            break
+    return f, g, step, error
+
+
+def _plan(
+    a: np.ndarray, b: np.ndarray, m: np.ndarray, reg: float, f: np.ndarray, g: np.ndarray
+) -> np.ndarray:
+    return a[:, None] * b[None, :] * np.exp((f[:, None] + g[None, :] - m) / reg)
+
+
+def _round_plan(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The nearby plan with exactly the marginals a and b (Altschuler et al. 2017, Alg. 2)."""
+    p = p * np.minimum(a / np.maximum(p.sum(1), 1e-300), 1.0)[:, None]
+    p = p * np.minimum(b / np.maximum(p.sum(0), 1e-300), 1.0)[None, :]
+    ea, eb = a - p.sum(1), b - p.sum(0)
+    missing = ea.sum()
+    return p + np.outer(ea, eb) / missing if missing > 0 else p
+
+
+def _dual_bound(a: np.ndarray, b: np.ndarray, m: np.ndarray, f: np.ndarray) -> float:
+    """<a, f'> + <b, g'> for feasible potentials (f' + g' <= M): a lower bound on the cost."""
+    g = (m - f[:, None]).min(0)
+    f = (m - g[None, :]).min(1)
+    return float(a @ f + b @ g)
 
 
 def wasserstein_sliced(

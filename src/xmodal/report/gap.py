@@ -1,6 +1,13 @@
 """Does the modality gap predict retrieval? Rank correlation of every gap measure with Recall@K
-across the configurations of a run (one configuration = dataset x encoder x aligner x metric,
-averaged over seeds).
+across the independent units of a run.
+
+A configuration (dataset x encoder x aligner x metric, averaged over seeds) is not an
+independent observation: a closed-form aligner gives the same vectors under every metric, and
+the metrics of one aligner share its data, code and seeds. Correlating configurations counts
+one aligner several times and makes p-values far too small (a null simulation of such a design
+rejects ~1 in 3 true nulls at 5%). The unit is therefore one aligner of one dataset x encoder
+pair: its measures and targets are the means over its configurations. Each geometry is taken in
+the space its metric ranks (`<prefix>_space`); learned scorers have none and are left out.
 
 The measures are the `raw_<measure>` / `aligned_<measure>` columns a run writes with
 `geometry: true`. Sample sizes, parameters and quantiles are left out (they describe how a
@@ -24,13 +31,13 @@ from scipy.stats import false_discovery_control
 from xmodal.experiments.config import ExperimentConfig
 from xmodal.experiments.run_folder import RunFolder, slug
 from xmodal.experiments.runner import RunResult, run_experiment
-from xmodal.geometry.correlation import measure_target_pairs, rank_correlations
+from xmodal.geometry.correlation import rank_correlations
 
-TARGETS = ("t2i_R@1", "i2t_R@1", "rsum")
 PREFIXES = ("raw_", "aligned_")
 #: column names (after the prefix) that record how a measure was taken, not a measure
 BOOKKEEPING = re.compile(
-    r"^(n_images|n_texts|dim_images|dim_texts)$|_(n|n_images|n_texts|k|reg|projections)$|_q\d\d$"
+    r"^(n_images|n_texts|dim_images|dim_texts|space)$"
+    r"|_(n|n_images|n_texts|k|reg|projections|iterations|marginal_error|converged)$|_q\d\d$"
 )
 SIGNIFICANT = 0.05
 WEAK = 0.3  # |rho| below this reads as "no monotone relation"
@@ -38,12 +45,14 @@ WEAK = 0.3  # |rho| below this reads as "no monotone relation"
 
 @dataclass
 class GapStudy:
-    """One correlation per (target, measure); `constant` lists measures left out as constant."""
+    """One correlation per (target, measure) over `units` independent units (aligners) made of
+    `configurations` rows; `constant` lists measures left out as constant."""
 
     configurations: int
     correlations: list[dict[str, Any]]
     constant: list[str] = field(default_factory=list)
     plots: dict[str, list[str]] = field(default_factory=dict)
+    units: int = 0
 
     def tracking(self) -> list[str]:
         """Measures whose correlation is significant (BH-adjusted p < 0.05) with every target,
@@ -70,8 +79,7 @@ def is_measure(column: str) -> bool:
 def measure_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
     """(varying, constant) gap-measure columns of the rows, in first-seen order."""
     columns = [c for c in dict.fromkeys(k for r in rows for k in r) if is_measure(c)]
-    varying: list[str] = []
-    constant: list[str] = []
+    varying, constant = [], []
     for c in columns:
         values = {round(float(r[c]), 12) for r in rows if _number(r.get(c))}
         (varying if len(values) > 1 else constant).append(c)
@@ -82,20 +90,49 @@ def _number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+UNIT = ("dataset", "encoder", "aligner")
+
+
+def units(configurations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per aligner of each dataset x encoder pair: every numeric column averaged over
+    its configurations (metrics), NaN left out; `configurations` counts them."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in configurations:
+        groups.setdefault(tuple(row.get(k) for k in UNIT), []).append(row)
+    out = []
+    for key, rows in groups.items():
+        unit: dict[str, Any] = dict(zip(UNIT, key, strict=True))
+        unit["configurations"] = len(rows)
+        unit["metric"] = "/".join(str(r.get("metric")) for r in rows)
+        for col in dict.fromkeys(k for r in rows for k in r):
+            values = [float(r[col]) for r in rows if col not in unit and _number(r.get(col))]
+            if values:
+                unit[col] = float(np.mean(values))
+        out.append(unit)
+    return out
+
+
+def default_targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """R@K at the smallest K evaluated, both directions, and RSUM."""
+    ks = [int(c.split("@")[1]) for c in {k for r in rows for k in r} if re.match(r"t2i_R@\d+$", c)]
+    k = min(ks, default=1)
+    return [f"t2i_R@{k}", f"i2t_R@{k}", "rsum"]
+
+
 def gap_study(
-    configurations: Sequence[Mapping[str, Any]], targets: Sequence[str] = TARGETS
+    configurations: Sequence[Mapping[str, Any]], targets: Sequence[str] | None = None
 ) -> GapStudy:
-    """Spearman rho, p, n of every varying measure against each target over the rows given
-    (one per configuration, e.g. a run's summary). p values are also adjusted over all the
-    tests of the study (Benjamini-Hochberg `q_value`): with dozens of tests some raw p < 0.05
-    are expected by chance. `distinct` counts the measure's distinct values among the n: an
-    aligner fitted without the metric (closed form) gives one geometry for all four metrics,
-    so n can overstate the independent evidence."""
-    varying, constant = measure_columns(configurations)
+    """Spearman rho, p, n of every varying measure against each target over the independent
+    units of the rows given (one row per configuration, e.g. a run's summary; see `units`).
+    p values are also adjusted over all the tests of the study (Benjamini-Hochberg `q_value`):
+    with dozens of tests some raw p < 0.05 are expected by chance."""
+    rows = units(configurations)
+    targets = default_targets(rows) if targets is None else targets
+    varying, constant = measure_columns(rows)
     found = [
         {"target": target, **c}
         for target in targets
-        for c in rank_correlations(configurations, varying, target)
+        for c in rank_correlations(rows, varying, target)
     ]
     p = np.array([c["p_value"] for c in found], np.float64)
     q = np.full_like(p, np.nan)
@@ -103,16 +140,14 @@ def gap_study(
     if ok.any():
         q[ok] = false_discovery_control(p[ok])
     for c, qv in zip(found, q, strict=True):
-        _, values, _ = measure_target_pairs(configurations, str(c["measure"]), str(c["target"]))
-        c["distinct"] = len(np.unique(values))
         c["q_value"] = float(qv)
         c["reading"] = reading(c)
-    return GapStudy(len(configurations), found, constant)
+    return GapStudy(len(configurations), found, constant, units=len(rows))
 
 
 def reading(c: Mapping[str, Any]) -> str:
     """One line saying what a correlation means, e.g. "larger aligned_cka goes with higher
-    rsum (rho=+0.81, n=16)"."""
+    rsum (rho=+0.81, n=6)" (n counts independent units)."""
     rho, n, measure, target = c["rho"], c["n"], c["measure"], c["target"]
     if not math.isfinite(rho):
         return f"{measure} vs {target}: not computable (n={n}, or one side constant)"
@@ -127,20 +162,24 @@ def reading(c: Mapping[str, Any]) -> str:
 def markdown(study: GapStudy) -> str:
     """gap.md: per target, the measures sorted by |rho|, then what tracks Recall@K."""
     lines = [
-        f"# Gap measures vs retrieval ({study.configurations} configurations)",
+        f"# Gap measures vs retrieval ({study.units} aligners, {study.configurations} "
+        "configurations)",
         "",
-        "Spearman rank correlation across configurations; q = Benjamini-Hochberg adjusted p "
-        f"over all {len(study.correlations)} tests; distinct = distinct values of the measure "
-        "among the n (aligners fitted without the metric share one geometry across metrics).",
+        "Spearman rank correlation across independent units: one unit per aligner (per dataset "
+        "and encoder), its measures and recall averaged over its metrics, since configurations "
+        "of one aligner share vectors or training and are not independent. n = units with the "
+        f"measure; q = Benjamini-Hochberg adjusted p over all {len(study.correlations)} tests. "
+        "Each geometry is measured in the space its metric ranks (L2-normalised for cosine, "
+        "the aligned vectors for the distances); learned scorers rank no vector space.",
     ]
     for target in dict.fromkeys(c["target"] for c in study.correlations):
         rows = [c for c in study.correlations if c["target"] == target]
         rows.sort(key=lambda c: -abs(c["rho"]) if math.isfinite(c["rho"]) else 0.0)
-        lines += ["", f"## {target}", "", "| measure | rho | p | q | n | distinct | reading |"]
-        lines.append("|---|---:|---:|---:|---:|---:|---|")
+        lines += ["", f"## {target}", "", "| measure | rho | p | q | n | reading |"]
+        lines.append("|---|---:|---:|---:|---:|---|")
         lines += [
             f"| {c['measure']} | {c['rho']:+.2f} | {c['p_value']:.2g} | {c['q_value']:.2g} "
-            f"| {c['n']} | {c['distinct']} | {c['reading']} |"
+            f"| {c['n']} | {c['reading']} |"
             for c in rows
         ]
     lines += ["", conclusion(study)]
@@ -156,7 +195,7 @@ def conclusion(study: GapStudy) -> str:
     else:
         text = f"No measure tracks all of {targets} at q < {SIGNIFICANT} on this run."
     if study.constant:
-        text += f" Constant across configurations (not studied): {', '.join(study.constant)}."
+        text += f" Constant across units (not studied): {', '.join(study.constant)}."
     return text
 
 
@@ -165,7 +204,7 @@ def plot_study(
     measures: Sequence[str],
     folder: Path,
     q_values: Mapping[tuple[str, str], float],
-    targets: Sequence[str] = TARGETS,
+    targets: Sequence[str] = ("rsum",),
 ) -> dict[str, list[Path]]:
     """Measure-vs-recall scatter plots, one figure per target: folder/gap_<target>.png/.svg;
     `q_values` by (measure, target): the study's adjusted p, shown in each panel's title."""
@@ -187,7 +226,7 @@ def plot_study(
 
 def write_gap_study(
     run_dir: str | Path,
-    targets: Sequence[str] = TARGETS,
+    targets: Sequence[str] | None = None,
     plot_targets: Sequence[str] = ("rsum",),
 ) -> GapStudy:
     """Study a run folder's results.json summary; writes gap.json, gap.md and, per target in
@@ -195,11 +234,16 @@ def write_gap_study(
     measure; RSUM alone by default: it sums every recall, and each figure takes seconds)."""
     run = RunFolder(run_dir)
     configurations = run.read_results()["summary"]
+    if not any(is_measure(k) for row in configurations for k in row):
+        raise ValueError(
+            f"{run_dir}: the run has no gap measures; run its config with `geometry: true` "
+            "(or `xmodal gap CONFIG`) to study the gap"
+        )
     study = gap_study(configurations, targets)
     measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
-    if plot_targets and measures and study.configurations >= 3:
+    if plot_targets and measures and study.units >= 3:
         q = {(c["measure"], c["target"]): c["q_value"] for c in study.correlations}
-        found = plot_study(configurations, measures, run.plots, q, plot_targets)
+        found = plot_study(units(configurations), measures, run.plots, q, plot_targets)
         study.plots = {t: [run.relative(p) for p in ps] for t, ps in found.items()}
     run.write_text(run.gap_json, json.dumps(_nan_to_none(asdict(study)), indent=2))
     run.write_text(run.gap_md, markdown(study))

@@ -411,15 +411,16 @@ def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
         cells = [escape(m)]
         cells += [_rho_cell(by[m, t]) for t in targets]
         c = by[m, last]
-        cells += [str(c["n"]), str(c["distinct"]), escape(c["reading"])]
+        cells += [str(c["n"]), escape(c["reading"])]
         body.append(cells)
-    headers = ["measure", *[f"ρ vs {t}" for t in targets], "n", "distinct", f"reading ({last})"]
+    headers = ["measure", *[f"ρ vs {t}" for t in targets], "n", f"reading ({last})"]
     intro = (
         f"<p>Spearman rank correlation of each gap measure with retrieval across "
-        f"{study.configurations} configurations (p in brackets; * = significant after "
-        "Benjamini-Hochberg adjustment, q &lt; 0.05). distinct = distinct values of the "
-        "measure among the n configurations: an aligner fitted without the metric has one "
-        f"geometry for every metric. Sorted by |ρ| against {escape(last)}.</p>"
+        f"{study.units} aligners ({study.configurations} configurations; p in brackets; "
+        "* = significant after Benjamini-Hochberg adjustment, q &lt; 0.05). The unit is one "
+        "aligner, its measures and recall averaged over its metrics: the metrics of one "
+        "aligner share vectors or training, and are not independent. n = aligners with the "
+        f"measure. Sorted by |ρ| against {escape(last)}.</p>"
     )
     table = _table(headers, body, range(1, len(headers) - 1))
     shading = (

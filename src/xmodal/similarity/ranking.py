@@ -5,12 +5,17 @@ Conventions: every caption is a text query with exactly one correct image (text-
 image query is a hit at K if any of its captions is among the top K captions (image->text).
 The rank of a query is 1 + the number of wrong gallery items scoring at least as high as the
 best correct one: ties count against the query, so a degenerate model cannot look good.
-Scores are computed block by block; memory is bounded by block x gallery size.
+Scores are computed block by block; memory is bounded by block x gallery size. A NaN or
+infinite score makes the evaluation fail (`NonFiniteScores`): NaN compares false, so it would
+otherwise rank as a hit. R@K with K at or above the gallery size is 100 by construction: it is
+reported with a warning and left out of RSUM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +31,17 @@ Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 BLOCK_ELEMENTS = 1 << 26
 #: vector entries hashed or compared at a time when looking for identical vectors
 ROW_BLOCK = 1 << 24
+
+
+class NonFiniteScores(ValueError):
+    """A scorer returned NaN or infinite scores: no rank, hence no Recall@K, can be read."""
+
+    def __init__(self, direction: str, queries: int, total: int) -> None:
+        super().__init__(
+            f"{direction}: the scorer returned NaN or infinite scores for {queries} of {total} "
+            "queries; retrieval cannot be evaluated"
+        )
+        self.direction, self.queries, self.total = direction, queries, total
 
 
 def _block(gallery_size: int, cap: int = 4096) -> int:
@@ -63,37 +79,82 @@ def _row_hashes(rows: np.ndarray, step: int) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.zeros(0, np.uint64)
 
 
+def _check_finite(scores: np.ndarray, direction: str, bad: int) -> int:
+    """The running count of queries (rows) with a non-finite score."""
+    return bad + int((~np.isfinite(scores)).any(1).sum())
+
+
 def text_to_image_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
     """1-based rank of each caption's own image among all images."""
     ranks = np.empty(len(data.texts), np.int64)
     block = _block(len(data.images))
     same = first_identical(data.images)
+    bad = 0
     for s in range(0, len(data.texts), block):
         scores = scorer(data.texts[s : s + block], data.images)
+        bad = _check_finite(scores, "text->image", bad)
         if same is not None:
             scores = scores[:, same]
         own = data.caption_image[s : s + block]
         correct = scores[np.arange(len(own)), own][:, None]
         ranks[s : s + block] = (scores >= correct).sum(1)  # counts the correct one itself once
+    if bad:
+        raise NonFiniteScores("text->image", bad, len(data.texts))
     return ranks
 
 
-def image_to_text_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
-    """1-based rank of the best-ranked own caption of each image among all captions."""
-    ranks = np.empty(len(data.images), np.int64)
+@dataclass(frozen=True)
+class ImageToTextRanks:
+    """Per image query: `best`, the 1-based rank of its best own caption (the Recall@K rank),
+    and `relevant`, n_images x depth booleans: position p + 1 of the ranking holds an own
+    caption (the ranking ties against the query: wrong captions first, then own captions in row
+    order), for nDCG and AP at a cutoff <= depth. `n_relevant` counts each image's captions."""
+
+    best: np.ndarray
+    relevant: np.ndarray
+    n_relevant: np.ndarray
+
+
+def image_to_text_rankings(data: Embedded, scorer: Scorer, depth: int = 10) -> ImageToTextRanks:
+    """The image->text rankings: best own-caption rank and own-caption positions up to depth."""
+    best = np.empty(len(data.images), np.int64)
+    relevant = np.zeros((len(data.images), depth), bool)
     owner = data.caption_image
     block = _block(len(data.texts), cap=1024)
     same = first_identical(data.texts)
+    bad = 0
     for s in range(0, len(data.images), block):
         # scorers take (texts, images); learned ones are asymmetric, so transpose, don't swap
         scores = scorer(data.texts, data.images[s : s + block]).T
+        bad = _check_finite(scores, "image->text", bad)
         if same is not None:
             scores = scores[:, same]
         rows = np.arange(s, min(s + block, len(data.images)))
         mine = owner[None, :] == rows[:, None]
-        best = np.where(mine, scores, -np.inf).max(1, keepdims=True)
-        ranks[s : s + block] = 1 + ((scores >= best) & ~mine).sum(1)
-    return ranks
+        top = np.where(mine, scores, -np.inf).max(1, keepdims=True)
+        best[s : s + block] = 1 + ((scores >= top) & ~mine).sum(1)
+        for i in np.flatnonzero(best[s : s + block] <= depth):
+            relevant[s + i] = _own_positions(scores[i], mine[i], depth)
+    if bad:
+        raise NonFiniteScores("image->text", bad, len(data.images))
+    n_relevant = np.bincount(owner, minlength=len(data.images))
+    return ImageToTextRanks(best, relevant, n_relevant)
+
+
+def _own_positions(scores: np.ndarray, mine: np.ndarray, depth: int) -> np.ndarray:
+    """Booleans over positions 1..depth: where the query's own captions sit (ties against it)."""
+    own = np.flatnonzero(mine)
+    own = own[np.argsort(-scores[own], kind="stable")]  # best first; equal scores in row order
+    wrong = scores[~mine]
+    positions = (wrong[None, :] >= scores[own][:, None]).sum(1) + np.arange(len(own))
+    out = np.zeros(depth, bool)
+    out[positions[positions < depth]] = True
+    return out
+
+
+def image_to_text_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
+    """1-based rank of the best-ranked own caption of each image among all captions."""
+    return image_to_text_rankings(data, scorer, depth=0).best
 
 
 def summarize_ranks(ranks: np.ndarray, ks: Sequence[int], prefix: str) -> dict[str, float]:
@@ -105,16 +166,45 @@ def summarize_ranks(ranks: np.ndarray, ks: Sequence[int], prefix: str) -> dict[s
     return out
 
 
+def trivial_ks(ks: Sequence[int], gallery: int) -> list[int]:
+    """The K at or above the gallery size: R@K is 100 whatever the model."""
+    return [k for k in ks if k >= gallery]
+
+
+def recall_sum(
+    scores: dict[str, Any], ks: Sequence[int], n_images: int, n_captions: int
+) -> tuple[float, list[str]]:
+    """RSUM over the K that can tell models apart, and a warning per R@K left out of it."""
+    total, warnings = 0.0, []
+    for prefix, gallery, what in (("t2i", n_images, "images"), ("i2t", n_captions, "captions")):
+        trivial = trivial_ks(ks, gallery)
+        total += sum(scores[f"{prefix}_R@{k}"] for k in ks if k not in trivial)
+        warnings += [
+            f"{prefix}_R@{k}: K >= gallery size ({gallery} {what}), 100 by construction; "
+            "left out of RSUM"
+            for k in trivial
+        ]
+    return total, warnings
+
+
 def retrieval_scores(
     data: Embedded, scorer: Scorer, ks: Sequence[int] = DEFAULT_KS
-) -> dict[str, float]:
-    """Recall@K (percent), MRR, median and mean rank for t2i and i2t, and RSUM (sum of the R@K).
+) -> dict[str, Any]:
+    """Recall@K and MRR (percent), median and mean rank for t2i and i2t, RSUM (sum of the R@K
+    with K below the gallery size) and `warnings` (a list of strings, empty when none).
 
-    `scorer(texts, images)` returns len(texts) x len(images) scores (higher = closer).
+    `scorer(texts, images)` returns len(texts) x len(images) scores (higher = closer); a
+    non-finite score raises `NonFiniteScores`.
     """
     if len(data.texts) == 0 or len(data.images) == 0:
         raise ValueError("cannot evaluate retrieval on an empty split")
-    t2i = summarize_ranks(text_to_image_ranks(data, scorer), ks, "t2i")
-    i2t = summarize_ranks(image_to_text_ranks(data, scorer), ks, "i2t")
-    rsum = sum(t2i[f"t2i_R@{k}"] + i2t[f"i2t_R@{k}"] for k in ks)
-    return {**t2i, **i2t, "rsum": rsum, "n_images": len(data.images), "n_captions": len(data.texts)}
+    return scores_from_ranks(
+        text_to_image_ranks(data, scorer), image_to_text_ranks(data, scorer), ks
+    )
+
+
+def scores_from_ranks(t2i: np.ndarray, i2t: np.ndarray, ks: Sequence[int]) -> dict[str, Any]:
+    """`retrieval_scores` from the per-query ranks of both directions."""
+    out: dict[str, Any] = {**summarize_ranks(t2i, ks, "t2i"), **summarize_ranks(i2t, ks, "i2t")}
+    out["rsum"], out["warnings"] = recall_sum(out, ks, len(i2t), len(t2i))
+    return {**out, "n_images": len(i2t), "n_captions": len(t2i)}

@@ -223,7 +223,7 @@ class EmbeddingStore:
         final = folder / f"shard-{n:06d}-{uuid.uuid4().hex[:8]}.npz"
         arrays = {"keys": np.array(keys), "vectors": vectors}
         with atomic_path(final) as tmp, open(tmp, "wb") as f:
-            np.savez(f, sha256=np.array(sha256_arrays(arrays)), **arrays)
+            np.savez(f, sha256=np.array(sha256_arrays(arrays)), **arrays)  # type: ignore[arg-type]
 
 
 def _sweep_temporaries(folder: Path) -> None:
