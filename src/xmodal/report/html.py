@@ -358,12 +358,13 @@ def _results_section(run: LoadedRun) -> str:
         cells.append(_num(r.get("fit_seconds")))
         body.append(cells)
     headers = [*head, *[_header(c) for c in cols], "fit s"]
+    chose = f"{_header(val)}: the validation score the choice (◀ chosen) was made on. "
     note = (
         '<p class="note">Test split, mean ± std over seeds (± n/a: one seed, no spread '
         "measured); R@K and MRR (mean reciprocal rank) in percent of queries, RSUM their sum "
-        f"over the K below each gallery's size. {_header(val)}: the validation score the "
-        "configuration was chosen on (◀ chosen). Bold green: the best value of each column "
-        f"(colour marks nothing else). Sorted by {_score_name(primary)}.</p>"
+        f"over the K below each gallery's size. {chose if val in cols else ''}Bold green: the "
+        f"best value of each column (colour marks nothing else). Sorted by "
+        f"{_score_name(primary)}.</p>"
     )
     table = _table(headers, body, range(len(head), len(headers)))
     return table + note + _failed_fits(run)
