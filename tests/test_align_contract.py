@@ -156,13 +156,7 @@ def test_the_runner_records_a_diverged_fit_as_failed(tmp_path):
 
     splits = {"train": TRAIN, "val": VAL, "test": TEST}
     shared = FitInputs(
-        splits,
-        EncoderConfig(image="a", text="b"),
-        {"dataset": "d"},
-        [1, 5],
-        "rsum",
-        False,
-        tmp_path,
+        splits, EncoderConfig(image="a", text="b"), {"dataset": "d"}, [1, 5], False, tmp_path
     )
     bad = AlignerConfig(kind="linear", lr=1e6, epochs=5, batch_size=64)
     row = _fit_row(Fit(bad, Metric.COSINE, 0, "models/bad.safetensors"), shared, False)

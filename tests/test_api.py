@@ -30,7 +30,17 @@ def test_every_command_is_a_documented_function():
     from xmodal.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) <= {"run", "train", "eval", "index", "search", "gap", "report", "data"}
+    assert set(commands) <= {
+        "run",
+        "train",
+        "eval",
+        "index",
+        "search",
+        "gap",
+        "report",
+        "data",
+        "embed",
+    }
 
 
 def test_readme_example_is_short():

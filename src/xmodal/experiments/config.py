@@ -247,6 +247,10 @@ def _check_source(source: str, images: str | None) -> None:
     from xmodal.data.loaders import FORMATS, data_root
 
     fmt, _, location = source.partition(":")
+    if fmt == "embeddings":  # vectors computed beforehand by `xmodal embed`
+        if not (Path(location).expanduser() / "manifest.json").is_file():
+            raise ValueError(f"{location}: no manifest.json (not a folder of `xmodal embed`)")
+        return
     if fmt not in FORMATS:
         raise ValueError(str(FORMATS.unknown(fmt, f" in {source!r}")))
     if fmt == "tuxpaint" and not location:

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.align.registry import aligner_traits
+from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import GROUP, cell, markdown_table
+from xmodal.files import CHECKSUM_SUFFIX, verify_checksum
 from xmodal.retrieval.compare import paired_difference
 from xmodal.retrieval.evaluate import PerQuery
 
@@ -30,6 +32,12 @@ def _is(row: dict[str, Any], trait: str) -> bool:
 
 def _training_free(row: dict[str, Any]) -> bool:
     return bool(row.get("kind")) and not (_is(row, "trained") or _is(row, "composite"))
+
+
+def _load_ranks(path: Path) -> PerQuery:
+    if Path(f"{path}{CHECKSUM_SUFFIX}").exists():
+        verify_checksum(path)
+    return PerQuery.load(path)
 
 
 @dataclass
@@ -49,8 +57,9 @@ class Evidence:
         if self.folder is None:
             return []
         fits = [r for r in self.rows if all(r.get(k) == config[k] for k in GROUP)]
-        paths = [self.folder / PerQuery.path_for(r["model"]) for r in fits if "model" in r]
-        return [PerQuery.load(p) for p in paths if p.exists()]
+        run = RunFolder(self.folder)
+        paths = [run.ranks(r["model"]) for r in fits if "model" in r]
+        return [_load_ranks(p) for p in paths if p.exists()]
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> str:
         """ "paired test: ..." for a minus b on the primary score, or why there is none."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from xmodal.data.dataset import Dataset, Problem, split_ids
 from xmodal.embeddings import Embedded
 from xmodal.encoders.base import ImageEncoder, TextEncoder
+from xmodal.shards import ShardedEmbeddings
 from xmodal.store import EmbeddingStore
+
+#: a data source whose vectors are already computed: a folder written by `xmodal embed`
+EMBEDDINGS = "embeddings:"
 
 
 @dataclass
@@ -38,6 +43,13 @@ class EmbeddedDataset:
         return {
             name: self.subset(ids) for name, ids in split_ids(self.dataset, fractions, seed).items()
         }
+
+
+def load_embedded(folder: str | Path) -> tuple[EmbeddedDataset, ShardedEmbeddings]:
+    """A collection embedded by `xmodal embed` (on any machine or cluster), in memory, every
+    shard verified; and the folder's reader (encoder specs, problems, shard access)."""
+    shards = ShardedEmbeddings(folder)
+    return EmbeddedDataset(*shards.load()), shards
 
 
 def embed_dataset(

@@ -11,6 +11,7 @@
       problems.jsonl    every skipped input and why
       gap.json, gap.md  the gap study (`xmodal gap`)
       models/           one saved aligner per fit
+      ranks/            each fit's per-query test ranks (what paired tests compare)
       embeddings/       the raw test split of each dataset x encoder pair
       plots/            the pictures of the report and the gap study
       report.html       `xmodal report`
@@ -54,6 +55,7 @@ PROBLEMS = "problems.jsonl"
 GAP_JSON = "gap.json"
 GAP_MD = "gap.md"
 MODELS = "models"
+RANKS = "ranks"
 EMBEDDINGS = "embeddings"
 PLOTS = "plots"
 REPORT = "report.html"
@@ -144,6 +146,10 @@ class RunFolder:
     def model(self, row_id: str) -> str:
         """The model file of a fit, relative to the folder (it also names the row)."""
         return f"{MODELS}/{slug(row_id)}.safetensors"
+
+    def ranks(self, model: str) -> Path:
+        """Where a fit's per-query test ranks are kept (named after its model file)."""
+        return self.path / RANKS / f"{Path(model).stem}.npz"
 
     def split(self, dataset: str, encoder: str) -> Path:
         """Where the test split of one dataset x encoder pair is kept."""

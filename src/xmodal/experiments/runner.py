@@ -42,12 +42,12 @@ from xmodal.experiments.config import (
     resolved,
 )
 from xmodal.experiments.findings import findings_markdown
-from xmodal.experiments.pipeline import EmbeddedDataset, embed_dataset
+from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
-from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, PerQuery, evaluate
+from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -88,6 +88,9 @@ def prepare(
     if not bars(progress):
         silence_libraries()
     for dcfg in datasets or config.datasets:
+        if dcfg.source.startswith(EMBEDDINGS):
+            yield _prepared_embeddings(dcfg, encoders or config.encoders)
+            continue
         t = time.perf_counter()
         dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
         load_s = time.perf_counter() - t
@@ -111,6 +114,28 @@ def prepare(
                 embedded.dataset.problems,
                 timings,
             )
+
+
+def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> Prepared:
+    """A dataset embedded beforehand (`xmodal embed`): no encoding; the config must name the
+    encoder pair that made it, which aligners that use the models are given."""
+    t = time.perf_counter()
+    whole, shards = load_embedded(dcfg.source.removeprefix(EMBEDDINGS))
+    made_by = (shards.image_encoder, shards.text_encoder)
+    match = [e for e in encoders if (e.model or e.image, e.model or e.text) == made_by]
+    if not match:
+        raise ConfigError(
+            f"datasets: {dcfg.source} was embedded with image {made_by[0]!r} and text "
+            f"{made_by[1]!r}; add that pair to encoders"
+        )
+    return Prepared(
+        dcfg.label,
+        match[0],
+        whole,
+        whole.split(dcfg.split.fractions(), dcfg.split.seed),
+        whole.dataset.problems,
+        {f"load {dcfg.label}": time.perf_counter() - t},
+    )
 
 
 def fit_aligner(
@@ -243,6 +268,7 @@ def scores(
         out, per_query = evaluate(aligner.transform(data), aligner.scorer(), ks, return_ranks=True)
         ranks_to.parent.mkdir(exist_ok=True)
         per_query.save(ranks_to)
+        write_checksum(ranks_to)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
     out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
@@ -379,7 +405,7 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
         return _failed(row, e, fit, shared.ks, t)
     fit_s = time.perf_counter() - t
     try:
-        ranks = shared.folder / PerQuery.path_for(fit.model)
+        ranks = RunFolder(shared.folder).ranks(fit.model)
         test_scores = scores(splits["test"], aligner, shared.ks, ranks)
         test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
     except NonFiniteScores as e:  # NaN would rank as a hit: no numbers, a failed row

@@ -47,7 +47,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if isinstance(values[0], str) and len(set(values)) == 1 and col != "model":
                     entry[col] = values[0]  # a label shared by the group, e.g. kind or loss
                 continue
-            entry[col] = float(np.mean(values))
+            entry[col] = float(np.mean(np.asarray(values, dtype=float)))
             if not col.endswith(CI):
                 entry |= _spreads(col, [[m[col] for m in s] for s in splits.values()])
         out.append(entry)

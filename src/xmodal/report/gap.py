@@ -79,7 +79,8 @@ def is_measure(column: str) -> bool:
 def measure_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
     """(varying, constant) gap-measure columns of the rows, in first-seen order."""
     columns = [c for c in dict.fromkeys(k for r in rows for k in r) if is_measure(c)]
-    varying, constant = [], []
+    varying: list[str] = []
+    constant: list[str] = []
     for c in columns:
         values = {round(float(r[c]), 12) for r in rows if _number(r.get(c))}
         (varying if len(values) > 1 else constant).append(c)

@@ -65,11 +65,6 @@ class PerQuery:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, t2i=self.t2i, i2t=self.i2t, caption_image=self.caption_image)
 
-    @staticmethod
-    def path_for(model: str) -> str:
-        """Where a run keeps a fit's per-query test ranks (relative to the run folder)."""
-        return str(Path("ranks") / f"{Path(model).stem}.npz")
-
     @classmethod
     def load(cls, path: str | Path) -> PerQuery:
         with np.load(path) as z:
@@ -140,7 +135,7 @@ def evaluate(
 def _t2i_values(ranks: np.ndarray, ks: Sequence[int]) -> tuple[np.ndarray, list[str]]:
     """Per caption: R@K hits, reciprocal rank, nDCG@10 and AP@10 (one relevant image)."""
     top = ranks <= CUTOFF
-    columns = [ranks <= k for k in ks]
+    columns: list[np.ndarray] = [ranks <= k for k in ks]
     columns += [1.0 / ranks, np.where(top, 1.0 / np.log2(ranks + 1), 0.0)]
     columns.append(np.where(top, 1.0 / ranks, 0.0))
     names = [f"t2i_R@{k}" for k in ks] + ["t2i_MRR", f"t2i_nDCG@{CUTOFF}", f"t2i_mAP@{CUTOFF}"]

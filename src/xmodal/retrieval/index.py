@@ -220,8 +220,8 @@ class FaissIndex(Index):
     def _load(self, path: Path) -> None:
         import faiss
 
-        try:
-            index = faiss.read_index(str(path / "index.faiss"))
+        try:  # on-disk inverted lists (sharded_index) are found beside the index file
+            index = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_ONDISK_SAME_DIR)
         except RuntimeError as e:  # FAISS reports a bad file as a C++ exception
             raise IntegrityError(path / "index.faiss", f"unreadable ({e})") from None
         if index.d != self.dim or index.metric_type != self._faiss_metric():
