@@ -11,6 +11,7 @@ real stamps (slow: it embeds all ~950 of them into an empty cache).
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -131,6 +132,8 @@ def test_the_commands_section_as_written(home, monkeypatch):
         "CONFIG": "first.yaml",
         "NAME": "ridge",
         "COLLECTION": "shapes-index",
+        "EMB": "embedded",
+        "INDEX": "shard-index",
         "photo.png": str(home / "red_circle.png"),
     }
     folder: Path | None = None
@@ -177,6 +180,12 @@ def test_the_commands_section_as_written(home, monkeypatch):
             assert "<h2>Results</h2>" in page and "https://" not in page
             # "what the run warned of (... a test split under 100 images)": 3 test images here
             assert "Read with care" in page and "the test split holds 3 images" in page
+        elif verb == "embed":  # sharded embeddings, without a config
+            assert (home / "embedded").is_dir()
+        elif verb == "index build" and argv[2] == "embedded":  # from the shards, no aligner
+            summary = json.loads(out)
+            assert Path(summary["embeddings"]) == home / "embedded"
+            assert (home / "shard-index").is_dir()
         elif verb == "index build":
             assert out.strip() == "indexed 12 images and 24 captions (hnsw) in shapes-index"
         elif verb == "search" and "--image" in argv:  # image -> captions, 5 by default
