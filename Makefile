@@ -1,9 +1,9 @@
-# Two commands do all the set-up: `make demo` and `make test` (see README).
+# Three commands do all the set-up: `make demo`, `make serve` and `make test` (see README).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean-cache
+.PHONY: demo serve test bench lint clean-cache
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ demo: $(VENV)/.installed
 	$(BIN)/xmodal data fetch tuxpaint
 	$(BIN)/xmodal run configs/demo.yaml
 
+# the newest finished demo run, made first if there is none; then http://127.0.0.1:8000/
+serve: $(VENV)/.installed
+	@run=$$(ls -d runs/demo-*/results.json 2>/dev/null | sort | tail -n 1); \
+	if [ -z "$$run" ]; then $(MAKE) demo || exit 1; \
+		run=$$(ls -d runs/demo-*/results.json | sort | tail -n 1); fi; \
+	$(BIN)/xmodal serve "$$(dirname "$$run")"
+
+# the real-data tests run on the Tux Paint stamps (fetched once into data/)
 test: $(VENV)/.installed
+	$(BIN)/xmodal data fetch tuxpaint
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.installed

@@ -113,8 +113,10 @@ def test_relative_data_paths_are_read_beside_the_config(tmp_path):
         check_inputs(load_config(cfg), str(cfg))
 
 
-def test_unknown_encoder_is_caught_without_loading_a_model():
-    config = parse_config({**GOOD, "encoders": [{"model": "nope:x"}]})
+def test_unknown_encoder_is_caught_without_loading_a_model(tmp_path):
+    (tmp_path / "m.csv").write_text("image,caption\n")  # data that exists: the encoder is next
+    source = [{"source": f"manifest:{tmp_path / 'm.csv'}"}]
+    config = parse_config({**GOOD, "datasets": source, "encoders": [{"model": "nope:x"}]})
     expected = "encoders.0.model: unknown vision-language model 'nope' in spec 'nope:x'; choices:"
     with pytest.raises(ConfigError, match=re.escape(expected)):
         check_inputs(config)

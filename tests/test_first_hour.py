@@ -34,6 +34,7 @@ SRC = str(ROOT / "src")
 NOT_RUN = {
     "data fetch": "downloads the Debian package; the stamps are already unpacked (XMODAL_DATA)",
     "gap": "needs the geometry measures of every fit: tests/test_report.py runs it",
+    "serve": "a server that runs until stopped: tests/test_serve.py starts and queries it",
 }
 
 

@@ -247,3 +247,33 @@ def test_config_yaml_holds_the_defaults_that_were_used(tmp_path, shapes_manifest
     # the folder resumes under its own resolved config, and under the config it came from
     run_experiment(load_config(result.folder / "config.yaml"), progress=False, resume=result.folder)
     run_experiment(load_config(path), progress=False, resume=result.folder)
+
+
+@pytest.mark.slow
+def test_split_seeds_repeat_the_study_and_report_the_spread_over_splits(tmp_path, shapes_manifest):
+    path = _config(tmp_path, shapes_manifest, [{"kind": "ridge"}])
+    config = load_config(path)
+    split = config.datasets[0].split.model_copy(update={"seeds": [0, 1, 2]})
+    dataset = config.datasets[0].model_copy(update={"split": split})
+    config = config.model_copy(update={"datasets": [dataset], "metrics": [Metric.COSINE]})
+    result = run_experiment(config, progress=False)
+    assert [r["split_seed"] for r in result.rows] == [0, 1, 2]
+    assert len({r["model"] for r in result.rows}) == 3  # one model file per split
+    # each split's row equals a run made on that split alone
+    alone = config.model_copy(
+        update={
+            "datasets": [
+                dataset.model_copy(
+                    update={"split": split.model_copy(update={"seeds": [], "seed": 1})}
+                )
+            ]
+        }  # fmt: skip
+    )
+    (one,) = run_experiment(alone, out_dir=tmp_path / "alone", progress=False).rows
+    assert result.rows[1]["t2i_R@1"] == one["t2i_R@1"] and result.rows[1]["rsum"] == one["rsum"]
+    (summary,) = result.summary
+    assert summary["splits"] == 3
+    rsums = [r["rsum"] for r in result.rows]
+    assert summary["rsum_std_splits"] == pytest.approx(np.std(rsums, ddof=1))
+    with pytest.raises(ValueError, match="split seeds must differ"):
+        split.model_validate({"seeds": [1, 1]})

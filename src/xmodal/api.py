@@ -37,6 +37,7 @@ __all__ = [
     "load",
     "run_study",
     "search",
+    "serve",
     "train",
     "write_report",
 ]
@@ -243,6 +244,25 @@ def search(
         return found.search_image(image, k)
     assert query is not None
     return found.search_text(query, k)
+
+
+def serve(
+    paths: list[str | Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    aligner: str | None = None,
+    allow_origins: list[str] | None = None,
+    device: str | None = None,
+    threads: int = 1,
+) -> None:
+    """Serve run folders and collections (search API and web page) until Ctrl-C; needs the
+    `serve` extra. See `xmodal.serve.server.serve`."""
+    try:
+        from xmodal.serve import serve as run
+    except ImportError as e:
+        raise RuntimeError(f"xmodal serve needs {e.name}: pip install 'xmodal[serve]'") from None
+    run(paths, host, port, aligner, allow_origins, device, threads)
 
 
 def gap_study(

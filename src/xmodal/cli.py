@@ -155,6 +155,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from xmodal import api
+
+    api.serve(
+        args.paths,
+        host=args.host,
+        port=args.port,
+        aligner=args.aligner,
+        allow_origins=args.allow_origin,
+        device=args.device,
+        threads=args.threads,
+    )
+    return 0
+
+
 def _cmd_gap(args: argparse.Namespace) -> int:
     from xmodal import api
     from xmodal.experiments.run_folder import RunFolder
@@ -305,6 +320,34 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5)
     _quiet(search)
     search.set_defaults(func=_cmd_search)
+
+    srv = sub.add_parser(
+        "serve", help="a search service and web page over run folders and collections"
+    )
+    srv.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a run folder, or a collection (`index build`)"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    srv.add_argument(
+        "--aligner",
+        help="for run folders: an aligner name or model file (default: the one validation selects)",
+    )
+    srv.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from ORIGIN call the API (CORS; off by default; repeatable)",
+    )
+    srv.add_argument("--device", help="torch device for the encoders (default: cuda if present)")
+    srv.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="compute threads for encoding and search (default: 1; raise on a dedicated machine)",
+    )
+    srv.set_defaults(func=_cmd_serve)
 
     gap = sub.add_parser(
         "gap", help="run a config with geometry on; correlate each gap measure with Recall@K"

@@ -42,8 +42,9 @@ FORMATS.register("folder", load_folder)
 
 
 def data_root() -> Path:
-    """Where fetched data and caches derived from it live: $XMODAL_DATA, else ./data."""
-    return Path(os.environ.get("XMODAL_DATA") or "data")
+    """Where fetched data and caches derived from it live: $XMODAL_DATA, else ./data; made
+    absolute, so the paths of the images found there work from any directory."""
+    return Path(os.environ.get("XMODAL_DATA") or "data").expanduser().absolute()
 
 
 def load_dataset(source: str, images: str | Path | None = None, **options: Any) -> Dataset:

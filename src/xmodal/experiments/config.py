@@ -43,6 +43,9 @@ class SplitConfig(Strict):
     val: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.2, gt=0, le=1)
     seed: int = 0
+    #: several split seeds: the whole grid runs on each split, and the tables report the
+    #: spread over splits beside the spread over aligner seeds (`seed` is then unused)
+    seeds: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -51,8 +54,17 @@ class SplitConfig(Strict):
             raise ValueError(f"train + val + test must be 1, got {total:g}")
         return self
 
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> SplitConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"split seeds must differ, got {self.seeds}")
+        return self
+
     def fractions(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    def split_seeds(self) -> list[int]:
+        return self.seeds or [self.seed]
 
 
 class DatasetConfig(Strict):

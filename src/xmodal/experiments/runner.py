@@ -70,6 +70,8 @@ class Prepared:
     parts: dict[str, EmbeddedDataset]
     problems: list[Problem]
     timings: dict[str, float]
+    #: the split seed, when the config repeats the study over several splits (else None)
+    split_seed: int | None = None
 
     @property
     def splits(self) -> dict[str, Embedded]:
@@ -89,7 +91,7 @@ def prepare(
         silence_libraries()
     for dcfg in datasets or config.datasets:
         if dcfg.source.startswith(EMBEDDINGS):
-            yield _prepared_embeddings(dcfg, encoders or config.encoders)
+            yield from _prepared_embeddings(dcfg, encoders or config.encoders)
             continue
         t = time.perf_counter()
         dataset = load_dataset(dcfg.source, images=dcfg.images, **dcfg.options)
@@ -106,17 +108,21 @@ def prepare(
                 f"in {embed_s:.1f} s",
                 progress,
             )
-            yield Prepared(
-                dcfg.label,
-                ecfg,
-                embedded,
-                embedded.split(dcfg.split.fractions(), dcfg.split.seed),
-                embedded.dataset.problems,
-                timings,
-            )
+            yield from _splits(dcfg, ecfg, embedded, timings)
 
 
-def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> Prepared:
+def _splits(
+    dcfg: DatasetConfig, ecfg: EncoderConfig, whole: EmbeddedDataset, timings: dict[str, float]
+) -> Iterator[Prepared]:
+    """One Prepared per split seed of the dataset (split_seed set only when there are several)."""
+    seeds = dcfg.split.split_seeds()
+    for seed in seeds:
+        parts = whole.split(dcfg.split.fractions(), seed)
+        repeat = seed if len(seeds) > 1 else None
+        yield Prepared(dcfg.label, ecfg, whole, parts, whole.dataset.problems, timings, repeat)
+
+
+def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> list[Prepared]:
     """A dataset embedded beforehand (`xmodal embed`): no encoding; the config must name the
     encoder pair that made it, which aligners that use the models are given."""
     t = time.perf_counter()
@@ -128,14 +134,7 @@ def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> 
             f"datasets: {dcfg.source} was embedded with image {made_by[0]!r} and text "
             f"{made_by[1]!r}; add that pair to encoders"
         )
-    return Prepared(
-        dcfg.label,
-        match[0],
-        whole,
-        whole.split(dcfg.split.fractions(), dcfg.split.seed),
-        whole.dataset.problems,
-        {f"load {dcfg.label}": time.perf_counter() - t},
-    )
+    return list(_splits(dcfg, match[0], whole, {f"load {dcfg.label}": time.perf_counter() - t}))
 
 
 def fit_aligner(
@@ -203,9 +202,13 @@ def run_experiment(
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
         encoder = prep.encoder.label
-        _save_test_split(run.split(prep.dataset, encoder), prep.parts["test"])
+        tag = "" if prep.split_seed is None else f"-split{prep.split_seed}"
+        _save_test_split(run.split(prep.dataset + tag, encoder), prep.parts["test"])
         splits = prep.splits
-        context = {"dataset": prep.dataset, "encoder": encoder, **_sizes(splits)}
+        context: dict[str, Any] = {"dataset": prep.dataset, "encoder": encoder}
+        if prep.split_seed is not None:
+            context["split_seed"] = prep.split_seed
+        context |= _sizes(splits)
         warned += _trivial_ks(context, splits["test"], config.ks, progress)
         warned += _small_test(context, splits["test"], progress)
         if config.geometry:
@@ -304,9 +307,9 @@ def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> 
     for acfg in config.aligners:
         for metric in acfg.metrics or config.metrics:
             for seed in acfg.seeds or config.seeds:
-                row_id = (
-                    f"{context['dataset']}__{context['encoder']}__{acfg.label}__{metric}__s{seed}"
-                )
+                split = f"__split{context['split_seed']}" if "split_seed" in context else ""
+                label = f"{context['dataset']}__{context['encoder']}__{acfg.label}"
+                row_id = f"{label}__{metric}__s{seed}{split}"
                 fits.append(Fit(acfg, Metric(metric), seed, run.model(row_id)))
     return fits
 
