@@ -80,7 +80,7 @@ def _subprocess(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def _run_folder_files() -> list[str]:
     """The files the README's run-folder paragraph says a run folder holds."""
-    text = _section("Two commands")
+    text = README.read_text(encoding="utf-8")
     paragraph = text[text.index("The run folder (") :].split("\n\n")[0]
     names = re.findall(r"`([\w*]+(?:/[\w*]+)?\.[a-z]+)`", paragraph)
     assert {"results.csv", "rows.jsonl", "models/*.safetensors"} <= set(names), names
