@@ -221,8 +221,8 @@ def _resolved(source: str, base: Path) -> str:
 def _resolved_path(location: str | None, base: Path) -> str | None:
     if not location:
         return location
-    path = Path(location).expanduser()
-    return str(path if path.is_absolute() else base / path)
+    # absolute: the resolved config a run folder keeps reads the same data from anywhere
+    return str((base / Path(location).expanduser()).absolute())
 
 
 def resolved(config: ExperimentConfig) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
-from xmodal.retrieval.evaluate import NonFiniteScores, evaluate
+from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -210,6 +210,7 @@ def run_experiment(
             context["split_seed"] = prep.split_seed
         context |= _sizes(splits)
         warned += _trivial_ks(context, splits["test"], config.ks, progress)
+        warned += _small_test(context, splits["test"], progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
@@ -242,6 +243,20 @@ def _trivial_ks(
             )
             note(f"warning: {out[-1]}", progress)
     return out
+
+
+def _small_test(context: dict[str, Any], test: Embedded, progress: bool) -> list[str]:
+    """Warn of a test split too small for its recalls to separate configurations (below
+    MIN_QUERIES images, as evaluate warns per fit)."""
+    n = len(test.images)
+    if n >= MIN_QUERIES:
+        return []
+    message = (
+        f"{context['dataset']} / {context['encoder']}: the test split holds {n} images "
+        f"(< {MIN_QUERIES}): one image query moves i2t R@K by {100 / n:.1f} points"
+    )
+    note(f"warning: {message}", progress)
+    return [message]
 
 
 def scores(
