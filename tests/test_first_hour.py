@@ -185,7 +185,7 @@ def test_the_commands_section_as_written(home, monkeypatch):
             assert (home / "embedded").is_dir()
         elif verb == "index build" and argv[2] == "embedded":  # from the shards, no aligner
             summary = json.loads(out)
-            assert Path(summary["embeddings"]) == home / "embedded"
+            assert Path(summary["source"]) == home / "embedded"
             assert (home / "shard-index").is_dir()
         elif verb == "index build":
             assert out.strip() == "indexed 12 images and 24 captions (hnsw) in shapes-index"
