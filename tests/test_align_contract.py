@@ -401,3 +401,13 @@ def test_every_kind_round_trips_through_a_file(kind, data, tmp_path_factory):
     )
     assert before.shape == (len(test.texts), len(test.images))
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+
+
+def test_the_progress_bar_names_the_fit_and_closes_with_its_epochs(capsys):
+    aligner = build_aligner("linear", dim=8, epochs=50, eval_every=1, patience=2, lr=1e-6)
+    label = "fit 3/8: linear / cosine / seed 0"
+    aligner.fit(TRAIN, FitContext(val=VAL, progress=True, label=label))
+    err = capsys.readouterr().err
+    stopped, kept = aligner.fit_report_["stopped_epoch"], aligner.fit_report_["best_epoch"]
+    assert stopped < 50  # a learning rate this small stops improving: early stopping ends it
+    assert label in err and f"stopped at epoch {stopped}, kept {kept}" in err

@@ -1,6 +1,7 @@
 """The `xmodal` command: quick to answer, one line per expected failure (never a traceback),
 and a log that gets one line per finished step instead of progress-bar redraws."""
 
+import json
 import os
 import subprocess
 import sys
@@ -104,8 +105,12 @@ def test_a_log_gets_one_line_per_step_and_resume_says_what_it_reused(tmp_path, c
     assert any(line.startswith("fit 1/2: ridge / cosine / seed 0") for line in lines)
     assert any(line.startswith("fit 2/2: ridge / euclidean / seed 0") for line in lines)
     assert lines[-1].startswith("done: 2 fit(s), 0 reused")
-    assert len(lines) <= 6, lines
     (folder,) = (tmp_path / "runs").iterdir()
+    warned = json.loads((folder / "run.json").read_text())["warnings"]  # K >= gallery, small split
+    assert [line for line in lines if line.startswith("warning: ")] == [
+        f"warning: {w}" for w in warned
+    ]
+    assert len(lines) == 4 + len(warned), lines  # embedded, the warnings, 2 fits, done
     assert main(["run", "--resume", str(folder)]) == 0
     err = capsys.readouterr().err
     assert "resume: reusing 2 finished fit(s)" in err and "done: 2 fit(s), 2 reused" in err

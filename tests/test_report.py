@@ -133,8 +133,13 @@ def test_report_is_one_self_contained_file(run):
         assert f"<td>{aligner}</td>" in page
     assert "left out (needs one shared space: images are 1280-d, texts 384-d)" in page
     pngs = sorted(p.stem for p in (folder / "plots").glob("*.png"))
-    assert pngs == sorted(p.stem for p in (folder / "plots").glob("*.svg"))
+    charts = [p for p in pngs if not p.startswith("examples_")]  # examples are photographs
+    assert charts == sorted(p.stem for p in (folder / "plots").glob("*.svg"))
     assert {"pca_raw_effnet-lite0+minilm", "pca_aligned_best", "examples_t2i"} <= set(pngs)
+    assert (
+        "(PNG: plots/examples_t2i.png)" in page
+        and "(PNG and SVG: plots/pca_aligned_best.*)" in page
+    )
 
 
 def _chromium(*args):
@@ -239,3 +244,117 @@ def test_report_refuses_a_results_file_changed_after_the_run(run, tmp_path, caps
     assert main(["report", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "results.json: checksum mismatch" in err and "Traceback" not in err
+
+
+# --- what a first reader needs: the choice, its validation score, failures, small samples ----
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A real `xmodal run` without geometry on the drawn shapes: ks [5, 10], a validation split,
+    ridge on one seed, linear on two, and a linear fit with a learning rate that diverges (its
+    rows say `failed: ...`). Returns the run folder, with its report written."""
+    root = tmp_path_factory.mktemp("small_run")
+    write_shapes_manifest(root)
+    config = {
+        "name": "small",
+        "datasets": [
+            {
+                "source": f"manifest:{root / 'shapes.csv'}",
+                "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 3},
+            }
+        ],
+        "encoders": [{"image": "effnet-lite0", "text": "minilm"}],
+        "metrics": ["cosine"],
+        "ks": [5, 10],
+        "aligners": [
+            {"kind": "ridge", "seeds": [0]},
+            {"kind": "linear", "epochs": 4, "seeds": [0, 1]},
+            {"kind": "linear", "name": "diverging", "lr": 1e6, "epochs": 10, "seeds": [0]},
+        ],
+        "cache_dir": str(root / "cache"),
+        "runs_dir": str(root / "runs"),
+    }
+    (root / "small.yaml").write_text(yaml.safe_dump(config))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["run", str(root / "small.yaml"), "--quiet"]) == 0
+        (folder,) = (root / "runs").iterdir()
+        assert main(["report", str(folder)]) == 0
+    return folder
+
+
+def _text(page):
+    """The page's words: tags and pictures dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]*"', "", page)))
+
+
+@pytest.mark.slow
+def test_report_shows_the_validation_score_that_chose_the_row(small_run):
+    page = (small_run / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((small_run / "results.json").read_text())["summary"]
+    scored = [r for r in summary if np.isfinite(r.get("val_rsum", np.nan))]
+    chosen = max(scored, key=lambda r: r["val_rsum"])
+    assert "validation RSUM" in page
+    assert f'<div class="v">{chosen["val_rsum"]:.1f}</div>' in page
+    (marked,) = re.findall(r"<tr><td>([^<]*) <span class=\"chosen\">◀ chosen</span>", page)
+    assert marked == chosen["aligner"]
+    assert "val RSUM" in page  # the column the choice was made on
+
+
+@pytest.mark.slow
+def test_failed_fits_are_listed_never_scored(small_run):
+    rows = json.loads((small_run / "results.json").read_text())["runs"]
+    (failed,) = [r for r in rows if r["aligner"] == "diverging"]
+    assert failed["status"].startswith("failed: ") and np.isnan(failed["rsum"])
+    page = (small_run / "report.html").read_text(encoding="utf-8")
+    text = _text(page)
+    assert "failed (1 of 1 seeds)" in text
+    assert "1 failed fit(s)" in text and failed["status"] in text
+    assert not re.search(r'<td class="n">[^<]*nan', page, re.I)  # no NaN printed as a score
+    assert "diverging ◀ chosen" not in text
+
+
+@pytest.mark.slow
+def test_a_run_without_geometry_shows_no_empty_geometry_section(small_run):
+    page = (small_run / "report.html").read_text(encoding="utf-8")
+    assert "Geometry of the modality gap" not in page and "Does the gap predict" not in page
+    views = re.search(r'<section id="geometry"><h2>Embedding views</h2>(.*?)</section>', page)
+    assert views and views.group(1).startswith("<details><summary>")  # folded away
+    assert "<table" not in views.group(1)  # no empty measure tables
+
+
+@pytest.mark.slow
+def test_columns_follow_ks_and_mrr_says_its_unit(small_run):
+    page = (small_run / "report.html").read_text(encoding="utf-8")
+    headers = [
+        html.unescape(h.replace("<wbr>", "")) for h in re.findall(r"<th[^>]*>(.*?)</th>", page)
+    ]
+    for column in ("t2i_R@5", "t2i_R@10", "i2t_R@5", "i2t_R@10", "t2i_MRR %", "i2t_MRR %"):
+        assert column in headers, column
+    assert "t2i_R@1" not in headers
+    assert "R@K and MRR (mean reciprocal rank) in percent" in page
+    rows = json.loads((small_run / "results.json").read_text())["runs"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(r["t2i_R@5"] <= r["t2i_MRR"] * 5 + 1e-9 for r in ok)  # MRR on R@K's scale
+
+
+@pytest.mark.slow
+def test_small_samples_say_so(small_run):
+    page = (small_run / "report.html").read_text(encoding="utf-8")
+    text = _text(page)
+    ridge = re.search(r"<tr><td>ridge[^<]*(?:<span[^>]*>[^<]*</span>)?</td>(.*?)</tr>", page)
+    assert ridge and "± n/a" in ridge.group(1) and "± 0.0" not in ridge.group(1)  # one seed
+    warnings = json.loads((small_run / "run.json").read_text())["warnings"]
+    assert any("test gallery holds" in w for w in warnings)  # 3 test images, ks 5 and 10
+    assert any("the test split holds 3 images" in w for w in warnings)
+    box = re.search(r'<div class="warn"><b>Read with care</b>(.*?)</div>', page)
+    assert box and all(html.escape(w) in box.group(1) for w in warnings)
+    assert text.index("Read with care") < text.index("Results")
+
+
+@pytest.mark.slow
+def test_every_picture_says_what_its_colours_mean(small_run, run):
+    for folder in (small_run, run[0]):
+        page = (folder / "report.html").read_text(encoding="utf-8")
+        captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+        assert captions and all("<i>Colours:</i> " in c for c in captions)
+    gap_page = (run[0] / "report.html").read_text(encoding="utf-8")
+    assert "Cell colour: red behind a positive ρ" in gap_page

@@ -88,8 +88,8 @@ def test_no_other_module_spells_a_run_folder_file_name():
     assert {"results.json", "rows.jsonl", "config.yaml", "report.html"} <= set(NAMES)
     offenders = []
     for path in SRC.rglob("*.py"):
-        if path.name == "run_folder.py":
-            continue
+        if path.name == "run_folder.py" or path.relative_to(SRC).as_posix() == "shards/format.py":
+            continue  # the owners of a layout: the run folder's, and the shard folder's
         for text in _string_constants(ast.parse(path.read_text())):
             offenders += [f"{path.relative_to(SRC)}: {n}" for n in NAMES if n in text]
             offenders += [

@@ -222,13 +222,23 @@ def build_sharded_index(
 
 
 def search(
-    collection: str | Path, query: str | None = None, *, image: str | Path | None = None, k: int = 5
+    collection: str | Path,
+    query: str | None = None,
+    *,
+    image: str | Path | None = None,
+    k: int = 5,
+    progress: bool = True,
 ) -> list[Hit]:
-    """The k images closest to a text `query`, or the k captions closest to an `image` file."""
+    """The k images closest to a text `query`, or the k captions closest to an `image` file
+    (hits carry absolute image paths). Without `progress`, or off a terminal, the model
+    libraries load their weights quietly."""
+    from xmodal.progress import bars, silence_libraries
     from xmodal.retrieval.collection import Collection
 
     if (query is None) == (image is None):
         raise ValueError("give a text query or an image (one of the two)")
+    if not bars(progress):
+        silence_libraries()
     found = Collection(collection)
     if image is not None:
         return found.search_image(image, k)

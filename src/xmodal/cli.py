@@ -92,7 +92,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         f"({result.kept} kept from an earlier run) in {result.folder}"
     )
     if result.problems:
-        print(f"{result.problems} input(s) skipped: see {result.folder / 'problems.jsonl'}")
+        print(f"{result.problems} input(s) skipped: see {result.problems_file}")
     return 0
 
 
@@ -147,7 +147,7 @@ def _key_value(text: str) -> tuple[str, int | float | str]:
 def _cmd_search(args: argparse.Namespace) -> int:
     from xmodal import api
 
-    for hit in api.search(args.collection, args.query, image=args.image, k=args.k):
+    for hit in api.search(args.collection, args.query, image=args.image, k=args.k, **_p(args)):
         if args.image:
             print(f"{hit.score:9.4f}  {hit.caption}  [{hit.image_id}]")
         else:
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="?", help="a caption: finds images")
     search.add_argument("--image", help="an image file: finds captions")
     search.add_argument("-k", type=int, default=5)
+    _quiet(search)
     search.set_defaults(func=_cmd_search)
 
     srv = sub.add_parser(

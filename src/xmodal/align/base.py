@@ -60,6 +60,8 @@ class FitContext:
     #: specs of the encoders that made the vectors, for aligners that use the models themselves
     image_encoder: str | None = None
     text_encoder: str | None = None
+    #: what a progress bar calls this fit (e.g. "fit 3/8: mlp / cosine / seed 0")
+    label: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))

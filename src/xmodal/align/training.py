@@ -214,8 +214,11 @@ class _Trainer:
         best, best_state, stale, epoch = -math.inf, None, 0, 0
         aligner.history_, aligner.best_epoch_ = [], None
         column = f"val_{context.primary}"
-        bar = tqdm(range(aligner.epochs), desc=f"fit {aligner.kind}", disable=not context.progress)
-        for epoch in (e + 1 for e in bar):
+        desc = context.label or f"fit {aligner.kind}"
+        # a manual bar: one driven by the loop would close itself on `break`, before it can
+        # say where early stopping ended
+        bar = tqdm(total=aligner.epochs, desc=desc, disable=not context.progress)
+        for epoch in range(1, aligner.epochs + 1):
             model.train()
             record: dict[str, float] = {"epoch": epoch, "loss": self.epoch(epoch)}
             self.check_weights(epoch)
@@ -230,11 +233,15 @@ class _Trainer:
                     stale += 1
             aligner.history_.append(record)
             bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
+            bar.update()
             if stale >= aligner.patience:
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
+        kept = f", kept {aligner.best_epoch_}" if aligner.best_epoch_ else ""
+        bar.set_postfix_str(f"stopped at epoch {epoch}{kept}")  # not frozen at 39%
+        bar.close()
         aligner.fit_report_ = {"best_epoch": aligner.best_epoch_, "stopped_epoch": epoch}
 
     def epoch(self, epoch: int) -> float:

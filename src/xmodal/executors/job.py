@@ -69,6 +69,10 @@ class EmbedResult:
     problems: int
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def problems_file(self) -> Path:
+        return self.folder / PROBLEMS
+
 
 def embed_collection(
     dataset: Dataset,

@@ -11,10 +11,10 @@ from xmodal.data.dataset import Dataset, Problem, split_ids
 from xmodal.embeddings import Embedded
 from xmodal.encoders.base import ImageEncoder, TextEncoder
 from xmodal.shards import ShardedEmbeddings
+from xmodal.shards.format import SOURCE_PREFIX
 from xmodal.store import EmbeddingStore
 
-#: a data source whose vectors are already computed: a folder written by `xmodal embed`
-EMBEDDINGS = "embeddings:"
+EMBEDDINGS = SOURCE_PREFIX
 
 
 @dataclass

@@ -47,7 +47,7 @@ from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
-from xmodal.retrieval.evaluate import NonFiniteScores, evaluate
+from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, evaluate
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -146,6 +146,7 @@ def fit_aligner(
     encoders: EncoderConfig | None = None,
     ks: list[int] | tuple[int, ...] = (1, 5, 10),
     primary: str = "rsum",
+    label: str = "",
 ) -> Aligner:
     """Build one aligner of a config entry and fit it on train (val for model selection, on
     the `primary` score over `ks`). `encoders` names the pair that made the vectors, for
@@ -158,6 +159,7 @@ def fit_aligner(
         val=val if val is not None and len(val.texts) else None,
         ks=tuple(ks),
         primary=primary,
+        label=label,
         image_encoder=encoders.image if encoders is not None else None,
         text_encoder=encoders.text if encoders is not None else None,
     )
@@ -210,6 +212,7 @@ def run_experiment(
             context["split_seed"] = prep.split_seed
         context |= _sizes(splits)
         warned += _trivial_ks(context, splits["test"], config.ks, progress)
+        warned += _small_test(context, splits["test"], progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
@@ -242,6 +245,20 @@ def _trivial_ks(
             )
             note(f"warning: {out[-1]}", progress)
     return out
+
+
+def _small_test(context: dict[str, Any], test: Embedded, progress: bool) -> list[str]:
+    """Warn of a test split too small for its recalls to separate configurations (below
+    MIN_QUERIES images, as evaluate warns per fit)."""
+    n = len(test.images)
+    if n >= MIN_QUERIES:
+        return []
+    message = (
+        f"{context['dataset']} / {context['encoder']}: the test split holds {n} images "
+        f"(< {MIN_QUERIES}): one image query moves i2t R@K by {100 / n:.1f} points"
+    )
+    note(f"warning: {message}", progress)
+    return [message]
 
 
 def scores(
@@ -320,7 +337,7 @@ def _run_fits(
 
     if jobs == 1 or len(todo) < 2:
         for fit in todo:
-            record(fit, _fit_row(fit, shared, bars(progress)))
+            record(fit, _fit_row(fit, shared, bars(progress), f"{len(done) + 1}/{len(fits)}"))
     else:
         _fit_in_processes(todo, shared, jobs, progress, record)
     return [done[f.model] for f in fits]
@@ -373,9 +390,11 @@ def _fit_in_worker(fit: Fit) -> dict[str, Any]:
     return _fit_row(fit, _WORKER_INPUTS, progress=False)
 
 
-def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
-    """Fit one aligner, evaluate it on test (and val), save its model; its results row."""
+def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
+    """Fit one aligner, evaluate it on test (and val), save its model; its results row.
+    `position` ("i/n") goes into the fit's progress bar."""
     splits, acfg = shared.splits, fit.aligner
+    label = f"fit {position}{': ' if position else ''}{acfg.label} / {fit.metric} / seed {fit.seed}"
     row = {
         **shared.context,
         "aligner": acfg.label,
@@ -387,7 +406,15 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool) -> dict[str, Any]:
     t = time.perf_counter()
     try:
         aligner = fit_aligner(
-            acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks, shared.primary
+            acfg,
+            fit.metric,
+            fit.seed,
+            splits,
+            progress,
+            shared.encoder,
+            shared.ks,
+            shared.primary,
+            label,
         )
     except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
         return _failed(row, e, fit, shared.ks, t)

@@ -1,8 +1,10 @@
-"""Pictures of the modality gap and of retrieval, each written as PNG and SVG side by side.
+"""Pictures of the modality gap and of retrieval: charts written as PNG and SVG side by side,
+the retrieval examples (photographs: an SVG would only wrap the same pixels, at twice the cost)
+as PNG only.
 
 Figures are built with matplotlib's object API (no pyplot state, rendered by Agg), so plotting
 works headless and from threads. Every function takes an output path (with or without a .png /
-.svg suffix) and returns [png_path, svg_path].
+.svg suffix) and returns the paths written: [png_path, svg_path], or [png_path].
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from sklearn.decomposition import PCA
 
 from xmodal.data.images import load_rgb
@@ -26,14 +29,15 @@ CORRECT, WRONG = "#1a9641", "#bbbbbb"
 CHECK = "\u2713 "
 
 
-def save_figure(fig: Figure, path: str | Path) -> list[Path]:
-    """Write `fig` as path.png and path.svg (parents created); returns both paths."""
+def save_figure(fig: Figure, path: str | Path, svg: bool = True) -> list[Path]:
+    """Write `fig` as path.png and, with `svg`, path.svg (parents created); returns the paths."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix.lower() in (".png", ".svg") else path
     stem.parent.mkdir(parents=True, exist_ok=True)
-    out = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"]
+    out = [stem.parent / f"{stem.name}.{kind}" for kind in ("png", "svg")[: 1 + svg]]
     fig.savefig(out[0], dpi=150, bbox_inches="tight")
-    fig.savefig(out[1], bbox_inches="tight")
+    if svg:
+        fig.savefig(out[1], bbox_inches="tight")
     return out
 
 
@@ -140,10 +144,13 @@ def plot_measures_vs_recall(
     target: str,
     path: str | Path,
     *,
+    q_values: Mapping[str, float],
     label_key: str | None = None,
 ) -> list[Path]:
-    """One scatter per measure (x) against `target` recall (y) across configurations (rows),
-    Spearman rho, p and n in each panel's title; points labelled by row[label_key] if given."""
+    """One scatter per measure (x) against `target` recall (y) across configurations (rows);
+    each panel's title gives Spearman rho, the measure's q (from `q_values`: p adjusted for
+    multiple tests, e.g. the gap study's Benjamini-Hochberg q) and n. Points labelled by
+    row[label_key] if given."""
     if not measures:
         raise ValueError("no measures to plot")
     stats = rank_correlations(rows, measures, target)
@@ -159,8 +166,27 @@ def plot_measures_vs_recall(
                 ax.annotate(str(rows[r].get(label_key, "")), (u, v), fontsize=6, alpha=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel(target)
-        ax.set_title(f"Spearman \u03c1 = {st['rho']:.2f} (p = {st['p_value']:.2g}, n = {st['n']})")
+        _readable_ticks(ax)
+        ax.set_title(panel_title(float(st["rho"]), q_values[name], int(st["n"])))
     return save_figure(fig, path)
+
+
+def panel_title(rho: float, q: float, n: int) -> str:
+    """A measure-vs-recall panel's title: the adjusted q, never the raw p."""
+    if not np.isfinite(rho):
+        return f"Spearman \u03c1 not computable (n = {n})"
+    return f"Spearman \u03c1 = {rho:.2f} (q = {q:.2g}, n = {n})"
+
+
+def _readable_ticks(ax: Axes) -> None:
+    """At most four plain-number ticks per axis (no offset text, powers of ten only for very
+    large or small values), so labels neither overlap nor need decoding."""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=4))
+        fmt = ScalarFormatter(useOffset=False)
+        fmt.set_powerlimits((-3, 4))
+        axis.set_major_formatter(fmt)
+    ax.tick_params(labelsize=8)
 
 
 def plot_caption_queries(
@@ -188,7 +214,7 @@ def plot_caption_queries(
             ax.imshow(np.asarray(im))
             _frame(ax, idx == truth[i])
             ax.set_title(f"#{j + 1}", fontsize=7)
-    return save_figure(fig, path)
+    return save_figure(fig, path, svg=False)
 
 
 def plot_image_queries(
@@ -229,7 +255,7 @@ def plot_image_queries(
                 va="center",
                 transform=text_ax.transAxes,
             )
-    return save_figure(fig, path)
+    return save_figure(fig, path, svg=False)
 
 
 def _check_topk(

@@ -1,7 +1,7 @@
 """The pictures of a run report, drawn from the run folder's saved test splits and aligners.
 
 Every picture is written as PNG + SVG by `xmodal.geometry.plots`; a `Picture` keeps the paths
-and the words the page shows with it.
+and the words the page shows with it, including what its colours mean.
 """
 
 from __future__ import annotations
@@ -22,12 +22,24 @@ from xmodal.geometry import plots as gp
 TOP_K = 5
 
 
+#: what the colours of a PCA view mean (xmodal.geometry.plots draws them)
+JOINT_COLOURS = (
+    "blue dots are images, orange dots captions; a grey line joins each image to its first caption."
+)
+SEPARATE_COLOURS = (
+    "each pair has one colour in both panels: its image's position on the images' first "
+    "principal component (viridis scale, dark purple = low, yellow = high), so structure the "
+    "two spaces share shows as the same gradient."
+)
+
+
 @dataclass
 class Picture:
     section: str
     title: str
     caption: str
     paths: list[Path]  # [png, svg]
+    colours: str  # what the colours mean, shown under the picture
 
 
 @dataclass
@@ -62,6 +74,7 @@ def raw_pictures(split: TestSplit, label: str, folder: Path) -> list[Picture]:
             "2-D PCA of the test split before alignment; matched pairs linked when both "
             "modalities share a space, otherwise each modality gets its own panel.",
             gp.plot_projection(d.images, d.texts, d.caption_image, folder / f"pca_raw_{name}"),
+            _pca_colours(d),
         )
     ]
     if d.images.shape[1] == d.texts.shape[1]:
@@ -78,11 +91,17 @@ def aligned_pictures(row: Mapping[str, Any], d: Embedded, folder: Path) -> list[
             f"After alignment: {label}",
             "2-D PCA of the aligned test split (the chosen row, first seed), pairs linked.",
             gp.plot_projection(d.images, d.texts, d.caption_image, folder / "pca_aligned_best"),
+            _pca_colours(d),
         )
     ]
     if d.images.shape[1] == d.texts.shape[1]:
         out.append(_histogram(d, f"Aligned distances: {label}", folder / "dist_aligned_best"))
     return out
+
+
+def _pca_colours(d: Embedded) -> str:
+    """plot_projection draws one joint view when the dimensions agree, else two panels."""
+    return JOINT_COLOURS if d.images.shape[1] == d.texts.shape[1] else SEPARATE_COLOURS
 
 
 def _histogram(d: Embedded, title: str, path: Path) -> Picture:
@@ -93,6 +112,8 @@ def _histogram(d: Embedded, title: str, path: Path) -> Picture:
         "Cosine distance of each caption to its own image (matched) and to a random other "
         "image; the AUC is the chance that a random pair is farther than a matched one.",
         gp.plot_distance_histograms(matched, random, path, metric="cosine", title=title),
+        "green bars are matched pairs, red bars random pairs (brownish where they overlap); "
+        "each dashed line marks its colour's mean.",
     )
 
 
@@ -118,8 +139,8 @@ def example_pictures(
     return [
         Picture(
             "examples",
-            "Caption queries: top-5 images",
-            "Randomly drawn caption queries (seeded); the correct image has a thick green frame.",
+            f"Caption queries: top-{t2i.shape[1]} images",
+            "Randomly drawn caption queries (seeded), best answer first.",
             gp.plot_caption_queries(
                 [split.captions[t] for t in texts],
                 split.image_paths,
@@ -127,12 +148,12 @@ def example_pictures(
                 d.caption_image[texts].tolist(),
                 folder / "examples_t2i",
             ),
+            "a thick green frame marks the correct image; other answers have a thin grey one.",
         ),
         Picture(
             "examples",
-            "Image queries: top-5 captions",
-            "Randomly drawn image queries (seeded); the image's own captions in green with a "
-            "check mark.",
+            f"Image queries: top-{i2t.shape[1]} captions",
+            "Randomly drawn image queries (seeded), best answer first.",
             gp.plot_image_queries(
                 [split.image_paths[i] for i in images],
                 split.captions,
@@ -140,6 +161,7 @@ def example_pictures(
                 own,
                 folder / "examples_i2t",
             ),
+            "the image's own captions are green with a check mark; other captions black.",
         ),
     ]
 

@@ -204,15 +204,22 @@ def plot_study(
     configurations: Sequence[Mapping[str, Any]],
     measures: Sequence[str],
     folder: Path,
+    q_values: Mapping[tuple[str, str], float],
     targets: Sequence[str] = ("rsum",),
 ) -> dict[str, list[Path]]:
-    """Measure-vs-recall scatter plots, one figure per target: folder/gap_<target>.png/.svg."""
+    """Measure-vs-recall scatter plots, one figure per target: folder/gap_<target>.png/.svg;
+    `q_values` by (measure, target): the study's adjusted p, shown in each panel's title."""
     from xmodal.geometry.plots import plot_measures_vs_recall
 
     labelled = [{**r, "label": f"{r.get('aligner')}/{r.get('metric')}"} for r in configurations]
     return {
         t: plot_measures_vs_recall(
-            labelled, measures, t, folder / f"gap_{slug(t)}", label_key="label"
+            labelled,
+            measures,
+            t,
+            folder / f"gap_{slug(t)}",
+            q_values={m: q for (m, target), q in q_values.items() if target == t},
+            label_key="label",
         )
         for t in targets
     }
@@ -236,7 +243,8 @@ def write_gap_study(
     study = gap_study(configurations, targets)
     measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
     if plot_targets and measures and study.units >= 3:
-        found = plot_study(units(configurations), measures, run.plots, plot_targets)
+        q = {(c["measure"], c["target"]): c["q_value"] for c in study.correlations}
+        found = plot_study(units(configurations), measures, run.plots, q, plot_targets)
         study.plots = {t: [run.relative(p) for p in ps] for t, ps in found.items()}
     run.write_text(run.gap_json, json.dumps(_nan_to_none(asdict(study)), indent=2))
     run.write_text(run.gap_md, markdown(study))

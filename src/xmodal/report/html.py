@@ -31,6 +31,7 @@ from xmodal.report.gap import GapStudy, conclusion, is_measure, load_study
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 #: the geometry measures shown in tables (the gap study covers every measure)
+MRR = ("t2i_MRR", "i2t_MRR")
 KEY_MEASURES = (
     "gap",
     "cosine_auc",
@@ -60,12 +61,13 @@ nav a{color:var(--accent);margin-right:14px;text-decoration:none}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px;margin:12px 0}
 .card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 16px}
 .card .k{color:var(--muted);font-size:13px}.card .v{font-size:28px;font-weight:650}
+.card .v small{font-size:15px;font-weight:400;color:var(--muted)}
 .card .t{font-size:19px;font-weight:650;line-height:1.3;padding:5px 0;overflow-wrap:anywhere}
 .card .d{color:var(--muted);font-size:12px}
 section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:18px 22px;
  margin:18px 0}
 table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
-th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th,td{padding:5px 6px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 td:first-child{white-space:nowrap}
 th{background:#f0f2f5;font-weight:600}td.n,th.n{text-align:right;white-space:nowrap}
 tbody tr:hover td{background:#f7faff}td strong{color:var(--good)}
@@ -77,6 +79,9 @@ figure img{display:block;max-width:100%;height:auto;
 figcaption{color:var(--muted);font-size:13px;margin-top:4px}figcaption b{color:var(--fg)}
 pre{background:#f3f4f6;border-radius:6px;padding:12px;overflow:auto;font-size:12px}
 .note{color:var(--muted);font-size:13px}details summary{cursor:pointer;color:var(--accent)}
+.warn{background:#fff8e1;border:1px solid #f0c36d;border-radius:8px;padding:8px 16px;margin:12px 0}
+.warn ul{margin:4px 0;padding-left:20px}.chosen{color:var(--good);font-weight:600}
+.failed{color:#b42318}
 """
 
 
@@ -136,15 +141,17 @@ def write_report(
 
 def chosen_row(
     summary: Sequence[Mapping[str, Any]], primary: str = "rsum"
-) -> tuple[Mapping[str, Any], str]:
+) -> tuple[Mapping[str, Any], str] | None:
     """The configuration a user would pick without looking at test, and how it was picked: the
     best validation score (the run's primary, RSUM by default), as the findings select (among
     the first dataset x encoder pair's rows), or, without a validation split, the best test
-    score."""
+    score. Configurations whose fits failed are never chosen; None when every one failed."""
     first = (summary[0]["dataset"], summary[0]["encoder"])
-    rows = [r for r in summary if (r["dataset"], r["encoder"]) == first]
+    rows = [r for r in summary if (r["dataset"], r["encoder"]) == first and _scored(r, primary)]
+    if not rows:
+        return None
     name = _score_name(primary)
-    with_val = [r for r in rows if f"val_{primary}" in r]
+    with_val = [r for r in rows if _scored(r, f"val_{primary}")]
     if with_val:
         return max(with_val, key=lambda r: r[f"val_{primary}"]), f"chosen on validation {name}"
     return max(rows, key=lambda r: r[primary]), f"best test {name} (no validation split)"
@@ -154,10 +161,23 @@ def _score_name(column: str) -> str:
     return "RSUM" if column == "rsum" else column
 
 
+def _scored(row: Mapping[str, Any], column: str) -> bool:
+    """Whether a row holds a number for `column` (a failed fit holds NaN, a mean over seeds
+    with a failed one too)."""
+    v = row.get(column)
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _failed(row: Mapping[str, Any]) -> bool:
+    return str(row.get("status", "ok")).startswith("failed")
+
+
 def _seed_row(run: LoadedRun, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The first seed's row of a summary configuration (its saved model draws the pictures)."""
+    """The first successful seed's row of a summary configuration (its saved model draws the
+    pictures)."""
     key = ("dataset", "encoder", "aligner", "metric")
-    return next((r for r in run.rows if all(r[k] == config[k] for k in key)), None)
+    rows = (r for r in run.rows if all(r[k] == config[k] for k in key) and not _failed(r))
+    return next(rows, None)
 
 
 def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> list[figures.Picture]:
@@ -178,7 +198,8 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
             d.images, d.texts, d.caption_image
         )
         pictures += figures.raw_pictures(splits[dataset, encoder], label, folder)
-    best = _seed_row(run, chosen_row(run.summary, run.primary)[0]) if run.summary else None
+    chosen = chosen_row(run.summary, run.primary)
+    best = _seed_row(run, chosen[0]) if chosen else None
     split = splits.get((best["dataset"], best["encoder"])) if best else None
     if best and split:
         try:
@@ -202,8 +223,12 @@ def _gap_pictures(run: LoadedRun) -> list[figures.Picture]:
         if not all(p.is_file() for p in found):
             run.notes.append(f"gap plot missing: {', '.join(map(str, found))}")
             continue
-        caption = "One point per configuration (aligner/metric); Spearman rho, p, n per panel."
-        out.append(figures.Picture("gap", f"Gap measures vs {target}", caption, found))
+        caption = (
+            "One dot per unit of the study above, labelled aligner/metric; each panel's title "
+            "gives Spearman ρ, its Benjamini-Hochberg adjusted q and n."
+        )
+        colours = "every dot is one colour (blue): colour carries no meaning here."
+        out.append(figures.Picture("gap", f"Gap measures vs {target}", caption, found, colours))
     return out
 
 
@@ -216,7 +241,7 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     sections = [
         ("results", "Results", _results_section(run)),
         ("gap", "Does the gap predict retrieval?", _gap_section(run, pictures)),
-        ("geometry", "Geometry of the modality gap", _geometry_section(run, pictures)),
+        ("geometry", _geometry_title(run), _geometry_section(run, pictures)),
         ("examples", "Retrieval examples", _pictures_html(pictures, "examples")),
         ("seeds", "Per-seed rows", _seeds_section(run)),
         ("inputs", "Skipped inputs", _problems_section(run)),
@@ -233,7 +258,7 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
         f"<title>xmodal report: {escape(str(name))}</title><style>{STYLE}</style></head>"
         "<body><main>"
         f"<h1>{escape(str(name))}</h1><p class=sub>{escape(_subtitle(run))}</p>"
-        f"{_cards(run)}<nav>{nav}</nav>{notes}{body}</main></body></html>\n"
+        f"{_cards(run)}{_warnings(run)}<nav>{nav}</nav>{notes}{body}</main></body></html>\n"
     )
 
 
@@ -246,13 +271,23 @@ def _subtitle(run: LoadedRun) -> str:
 
 
 def _cards(run: LoadedRun) -> str:
-    """The key numbers: the chosen configuration and its test recalls."""
-    best, how = chosen_row(run.summary, run.primary)
+    """The key numbers: the chosen configuration, the validation score that chose it, and its
+    test recalls."""
+    chosen = chosen_row(run.summary, run.primary)
+    if chosen is None:
+        return '<div class="warn failed">Every fit of this run failed: no scores to show.</div>'
+    best, how = chosen
     where = f"{how}; {best['encoder']} on {best['dataset']}"
     recalls = run.recall[:-1]
     k, n = min(int(c.split("@")[1]) for c in recalls), len(recalls)
     cards = [  # (label, value, detail, value class: "t" for words, "v" for a number)
         ("configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
+    ]
+    val = f"val_{run.primary}"
+    if _scored(best, val):
+        detail = "the score that chose this row, mean over seeds (not the test split)"
+        cards.append((f"validation {_score_name(run.primary)}", f"{best[val]:.1f}", detail, "v"))
+    cards += [
         (f"text → image R@{k}", _mean(best, f"t2i_R@{k}"), "% of captions, test split", "v"),
         (f"image → text R@{k}", _mean(best, f"i2t_R@{k}"), "% of images, test split", "v"),
         ("RSUM", _mean(best, "rsum"), f"sum of the {n} recalls, max {100 * n}", "v"),
@@ -264,22 +299,45 @@ def _cards(run: LoadedRun) -> str:
         cards.append(("test images", f"{n_images:.0f}", f"chance R@1 {100 / n_images:.1f}%", "v"))
     html = "".join(
         f'<div class="card"><div class="k">{escape(label)}</div><div class="{cls}">'
-        f'{escape(value)}</div><div class="d">{escape(detail)}</div></div>'
+        f'{_spread_small(value)}</div><div class="d">{escape(detail)}</div></div>'
         for label, value, detail, cls in cards
     )
     return f'<div class="cards">{html}</div>'
 
 
+def _spread_small(value: str) -> str:
+    """A card's "mean ± spread", the spread in smaller type."""
+    mean, sep, spread = value.partition(" ± ")
+    return escape(mean) + (f"<small> ± {escape(spread)}</small>" if sep else "")
+
+
+def _warnings(run: LoadedRun) -> str:
+    """What the run warned of (a K at or above a gallery, a small test split), up front."""
+    said = run.record.get("warnings") or []
+    if not said:
+        return ""
+    items = "".join(f"<li>{escape(str(w))}</li>" for w in said)
+    return f'<div class="warn"><b>Read with care</b> (the run warned):<ul>{items}</ul></div>'
+
+
 def _mean(row: Mapping[str, Any], col: str) -> str:
-    """mean (± std when several seeds) of a summary column."""
-    std = f" ± {row[col + '_std']:.1f}" if row.get("seeds", 1) > 1 else ""
-    return f"{row[col]:.1f}{std}"
+    """mean ± std over seeds of a summary column; "± n/a" with one seed (no spread measured),
+    "–" when there is no number (a failed fit)."""
+    if not _scored(row, col):
+        return "–"
+    std = row.get(f"{col}_std")
+    spread = f"{std:.1f}" if row.get("seeds", 1) > 1 and _scored(row, f"{col}_std") else "n/a"
+    return f"{row[col]:.1f} ± {spread}"
 
 
 def _results_section(run: LoadedRun) -> str:
-    rows = sorted(run.summary, key=lambda r: -r[run.primary])
-    cols = [c for c in run.recall if c in rows[0]]
-    best = {c: max(r[c] for r in rows) for c in cols}
+    primary = run.primary
+    scored = sorted((r for r in run.summary if _scored(r, primary)), key=lambda r: -r[primary])
+    rows = scored + [r for r in run.summary if not _scored(r, primary)]
+    val = f"val_{primary}"
+    cols = [c for c in [*run.recall, *MRR, val] if any(c in r for r in rows)]
+    best = {c: max((r[c] for r in scored if _scored(r, c)), default=None) for c in cols}
+    chosen = chosen_row(run.summary, primary)
     pairs = {(r["dataset"], r["encoder"]) for r in rows}
     head = ["aligner", "metric", "seeds"]
     if len(pairs) > 1:  # one pair is named in the key numbers above: keep the table narrow
@@ -287,16 +345,55 @@ def _results_section(run: LoadedRun) -> str:
     body = []
     for r in rows:
         cells = [escape(str(r.get(k, ""))) for k in head]
+        if chosen and r is chosen[0]:
+            cells[head.index("aligner")] += ' <span class="chosen">◀ chosen</span>'
+        if not _scored(r, primary):
+            failed = f"failed ({_failed_seeds(run, r)} of {r.get('seeds', '?')} seeds)"
+            cells += [f'<span class="failed">{failed}</span>', *["–"] * len(cols)]
+            body.append(cells)
+            continue
         for c in cols:
-            cells.append(f"<strong>{_mean(r, c)}</strong>" if r[c] == best[c] else _mean(r, c))
-        cells.append(f"{r.get('fit_seconds', math.nan):.1f}")
+            text = f"{r[c]:.1f}" if c == val else _mean(r, c)
+            cells.append(f"<strong>{text}</strong>" if r.get(c) == best[c] else text)
+        cells.append(_num(r.get("fit_seconds")))
         body.append(cells)
-    headers = [*head, *cols, "fit s"]
+    headers = [*head, *[_header(c) for c in cols], "fit s"]
+    chose = f"{_header(val)}: the validation score the choice (◀ chosen) was made on. "
     note = (
-        '<p class="note">Mean ± std over seeds on the test split; the best value of each column '
-        f"in bold green. Sorted by {_score_name(run.primary)}.</p>"
+        '<p class="note">Test split, mean ± std over seeds (± n/a: one seed, no spread '
+        "measured); R@K and MRR (mean reciprocal rank) in percent of queries, RSUM their sum "
+        f"over the K below each gallery's size. {chose if val in cols else ''}Bold green: the "
+        f"best value of each column (colour marks nothing else). Sorted by "
+        f"{_score_name(primary)}.</p>"
     )
-    return _table(headers, body, range(len(head), len(headers))) + note
+    table = _table(headers, body, range(len(head), len(headers)))
+    return table + note + _failed_fits(run)
+
+
+def _header(column: str) -> str:
+    """A result column's heading: MRR says its unit (percent, like R@K)."""
+    if column.startswith("val_"):
+        return f"val {_score_name(column[4:])}"
+    return f"{column} %" if column.endswith("_MRR") else column
+
+
+def _failed_seeds(run: LoadedRun, config: Mapping[str, Any]) -> int:
+    key = ("dataset", "encoder", "aligner", "metric")
+    return sum(_failed(r) for r in run.rows if all(r[k] == config[k] for k in key))
+
+
+def _failed_fits(run: LoadedRun) -> str:
+    """Every fit that failed, with the reason its row records (no numbers to mistake)."""
+    failed = [r for r in run.rows if _failed(r)]
+    if not failed:
+        return ""
+    cols = ("aligner", "metric", "seed", "status")
+    body = [[escape(str(r.get(c, ""))) for c in cols] for r in failed]
+    return (
+        f'<h3 class="failed">{len(failed)} failed fit(s)</h3>'
+        '<p class="note">Their configurations show no scores above: a mean over seeds with a '
+        "failed one would flatter or mislead.</p>" + _table(list(cols), body)
+    )
 
 
 def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
@@ -327,9 +424,14 @@ def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
         f"measure. Sorted by |ρ| against {escape(last)}.</p>"
     )
     table = _table(headers, body, range(1, len(headers) - 1))
+    shading = (
+        '<p class="note">Cell colour: red behind a positive ρ, blue behind a negative one, '
+        "the stronger the correlation the darker.</p>"
+    )
     return (
         intro
         + table
+        + shading
         + f"<p><b>{escape(conclusion(study))}</b></p>"
         + _pictures_html(pictures, "gap")
     )
@@ -347,19 +449,35 @@ def _rho_cell(c: Mapping[str, Any]) -> str:
     )
 
 
+def _has_measures(run: LoadedRun) -> bool:
+    return any(is_measure(k) for row in run.summary for k in row)
+
+
+def _geometry_title(run: LoadedRun) -> str:
+    return "Geometry of the modality gap" if _has_measures(run) else "Embedding views"
+
+
 def _geometry_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
-    parts = [_measures_tables(run), _skipped_measures(run), _pictures_html(pictures, "geometry")]
-    return "".join(parts)
+    """The gap measures and views; a run without measures (geometry: false) gets its views
+    folded away, and no empty tables."""
+    views = _pictures_html(pictures, "geometry")
+    if not _has_measures(run):
+        if not views:
+            return ""
+        n = sum(p.section == "geometry" for p in pictures)
+        return (
+            f"<details><summary>{n} PCA view(s) and distance histogram(s) of the test split "
+            "(the run measured no modality gap: <code>geometry: false</code>; "
+            "<code>xmodal gap CONFIG</code> runs a config with it)</summary>"
+            f"{views}</details>"
+        )
+    return _measures_tables(run) + views + _skipped_measures(run)
 
 
 def _measures_tables(run: LoadedRun) -> str:
-    if not any(is_measure(k) for k in run.summary[0]):
-        return (
-            '<p class="note">No geometry measures in this run (geometry: false in the config); '
-            "<code>xmodal gap CONFIG</code> runs a config with them.</p>"
-        )
     out = []
-    raw = [m for m in KEY_MEASURES if f"raw_{m}" in run.summary[0]]
+    present = {k for row in run.summary for k in row}
+    raw = [m for m in KEY_MEASURES if f"raw_{m}" in present]
     if raw:
         pairs = {(r["dataset"], r["encoder"]): r for r in run.summary}
         body = [
@@ -370,9 +488,9 @@ def _measures_tables(run: LoadedRun) -> str:
             "<h3>Raw embeddings (test split)</h3>"
             + _table(["encoders", *raw], body, range(1, 1 + len(raw)))
         )
-    aligned = [m for m in KEY_MEASURES if f"aligned_{m}" in run.summary[0]]
+    aligned = [m for m in KEY_MEASURES if f"aligned_{m}" in present]
     if aligned:
-        rows = sorted(run.summary, key=lambda r: -r["rsum"])
+        rows = sorted((r for r in run.summary if _scored(r, "rsum")), key=lambda r: -r["rsum"])
         body = [
             [escape(f"{r['aligner']} / {r['metric']}"), f"{r['rsum']:.1f}"]
             + [_num(r.get(f"aligned_{m}")) for m in aligned]
@@ -402,16 +520,27 @@ def _skipped_measures(run: LoadedRun) -> str:
     if not items:
         return ""
     lines = "".join(f"<li>{escape(i)}</li>" for i in items)
-    return f'<p class="note">Measures that do not apply:</p><ul class="note">{lines}</ul>'
+    return (
+        f'<details class="note"><summary>Measures that do not apply ({len(items)})</summary>'
+        f"<ul>{lines}</ul></details>"
+    )
 
 
 def _seeds_section(run: LoadedRun) -> str:
-    cols = ["dataset", "encoder", "aligner", "metric", "seed", *run.recall, "fit_seconds"]
-    body = [
-        [escape(str(r.get(c, ""))) if i < 5 else _num(r.get(c)) for i, c in enumerate(cols)]
-        for r in run.rows
-    ]
-    table = _table(cols, body, range(5, len(cols)))
+    """One row per fit; a failed fit shows its status, not numbers."""
+    key = ["dataset", "encoder", "aligner", "metric", "seed"]
+    scores = [c for c in [*run.recall, *MRR] if any(c in r for r in run.rows)]
+    body = []
+    for r in run.rows:
+        cells = [escape(str(r.get(c, ""))) for c in key]
+        if _failed(r):
+            status = f'<span class="failed">{escape(str(r["status"]))}</span>'
+            cells += [status, *["–"] * len(scores)]
+        else:
+            cells += ["ok", *[_num(r.get(c)) for c in scores]]
+        body.append([*cells, _num(r.get("fit_seconds"))])
+    headers = [*key, "status", *[_header(c) for c in scores], "fit_seconds"]
+    table = _table(headers, body, range(len(key) + 1, len(headers)))
     return (
         f"<details><summary>{len(run.rows)} rows, one per fitted aligner</summary>{table}</details>"
     )
@@ -467,9 +596,17 @@ def _pictures_html(pictures: Iterable[figures.Picture], section: str) -> str:
             f'<figure{size}><img src="data:image/png;base64,'
             f'{base64.b64encode(data).decode("ascii")}" width="{width}" height="{height}" '
             f'alt="{escape(p.title)}"><figcaption><b>{escape(p.title)}.</b> '
-            f"{escape(p.caption)} (PNG and SVG: plots/{escape(png.stem)}.*)</figcaption></figure>"
+            f"{escape(p.caption)} <i>Colours:</i> {escape(p.colours)} "
+            f"({_copies(p.paths)})</figcaption></figure>"
         )
     return f'<div class="figs">{"".join(out)}</div>' if out else ""
+
+
+def _copies(paths: Sequence[Path]) -> str:
+    """Where the picture's files lie, e.g. "PNG and SVG: plots/pca_raw.*"."""
+    kinds = " and ".join(Path(x).suffix[1:].upper() for x in paths)
+    name = Path(paths[0]).stem + (".*" if len(paths) > 1 else Path(paths[0]).suffix)
+    return f"{kinds}: {layout.PLOTS}/{escape(name)}"
 
 
 def _table(

@@ -2,9 +2,9 @@
 
 Saved as a folder: `collection.json` (encoders, metric, index kind, the SHA-256 of the files
 beside it) with its checksum `collection.json.sha256`, `aligner.safetensors`, `items.npz` (image
-ids and paths, caption texts and their image rows), and two indexes, `images/` (what caption
-queries search) and `captions/` (what image queries search). Opening one verifies every file and
-that every stored id points at an item, so damage is an IntegrityError naming the file.
+ids and absolute paths, caption texts and their image rows), and two indexes, `images/` (what
+caption queries search) and `captions/` (what image queries search). Opening one verifies every
+file and that every stored id points at an item, so damage is an IntegrityError naming the file.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def build_collection(
         np.savez(
             f,
             image_ids=np.array([im.id for im in dataset.images]),
-            image_paths=np.array([str(im.path) for im in dataset.images]),
+            # absolute: a search prints paths that open from any working directory
+            image_paths=np.array([str(Path(im.path).resolve()) for im in dataset.images]),
             captions=np.array([c.text for c in dataset.captions]),
             caption_image=dataset.caption_image,
         )

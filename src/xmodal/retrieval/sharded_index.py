@@ -251,7 +251,7 @@ def build_sharded_collection(
         "captions": (shards.n_captions, aligner.transform_texts),
     }
     report: dict[str, Any] = {
-        "embeddings": str(Path(folder).resolve()),
+        "source": str(Path(folder).resolve()),
         "image_encoder": shards.image_encoder,
         "text_encoder": shards.text_encoder,
         "aligner": str(aligner_path) if aligner_path else "identity",

@@ -190,7 +190,10 @@ def load_run(folder: Path, aligner: str | None = None) -> ServedCollection:
                 f"{folder}: every aligner of this run scores pairs with a learned network, "
                 "which no vector index serves"
             )
-        chosen, _ = chosen_row(indexable, config.primary)
+        picked = chosen_row(indexable, config.primary)
+        if picked is None:
+            raise ValueError(f"{folder}: every fit of this run failed; there is nothing to serve")
+        chosen, _ = picked
         row = next(r for r in results["runs"] if all(r[k] == chosen[k] for k in _GROUP))
     enc = next(e for e in config.encoders if e.label == row["encoder"])
     image_spec, text_spec = enc.model or enc.image, enc.model or enc.text

@@ -39,6 +39,8 @@ from xmodal.files import (
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PROBLEMS = "problems.jsonl"
+#: a data source whose vectors are already computed: a folder written by `xmodal embed`
+SOURCE_PREFIX = "embeddings:"
 PARTS = ("img_emb", "text_emb", "metadata")
 DTYPES = ("float16", "float32")
 METADATA_COLUMNS = ("row", "caption_id", "caption", "image_id", "path", "image_row")
