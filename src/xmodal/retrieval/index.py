@@ -302,6 +302,7 @@ class IVFIndex(FaissIndex):
 
         metric = self._faiss_metric()
         quantizer = faiss.IndexFlat(self.dim, metric)
+        ivf: Any
         if self.pq_m:
             ivf = faiss.IndexIVFPQ(quantizer, self.dim, self.nlist, self.pq_m, self.pq_bits, metric)
         else:
