@@ -234,8 +234,10 @@ def test_quiet_prints_only_results(home):
 @pytest.mark.slow
 def test_search_the_tux_paint_stamps_as_the_readme_shows(tmp_path, monkeypatch):
     """The README's ConSE search on the real stamps: train, index, search, as written."""
-    if not (Path(os.environ.get("XMODAL_DATA", ROOT / "data")) / "tuxpaint").is_dir():
+    data = Path(os.environ.get("XMODAL_DATA") or ROOT / "data").absolute()
+    if not (data / "tuxpaint").is_dir():
         pytest.skip("the Tux Paint stamps are not unpacked (xmodal data fetch tuxpaint)")
+    monkeypatch.setenv("XMODAL_DATA", str(data))  # the stamps stay where they were fetched
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     conse = readme_commands("Commands", block=1)  # "Search the Tux Paint stamps by text ..."
