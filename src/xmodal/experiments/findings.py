@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.align.registry import aligner_traits
+from xmodal.experiments.cross_model import CrossModelStudy
+from xmodal.experiments.cross_model import markdown as cross_model_markdown
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import GROUP, cell, markdown_table
 from xmodal.files import CHECKSUM_SUFFIX, verify_checksum
@@ -211,8 +213,10 @@ def findings_markdown(
     rows: Sequence[dict[str, Any]] = (),
     folder: Path | None = None,
     primary: str = "rsum",
+    cross_model: Sequence[CrossModelStudy] = (),
 ) -> str:
-    """findings.md; with the run's per-fit `rows` and `folder`, every comparison is tested."""
+    """findings.md; with the run's per-fit `rows` and `folder`, every comparison is tested;
+    `cross_model` studies (runs over several encoder pairs) add what they say across pairs."""
     evidence = Evidence(list(rows), folder, primary)
     ordered = sorted(summary, key=lambda r: -r[primary] if math.isfinite(r[primary]) else 0)
     lines = [
@@ -224,6 +228,7 @@ def findings_markdown(
         "",
         *findings_lines(summary, evidence),
         "",
+        *(cross_model_markdown(study) for study in cross_model),
         "## All configurations (test split, best first)",
         "",
         markdown_table(ordered),

@@ -10,6 +10,7 @@
       findings.md       what the results say, in words
       problems.jsonl    every skipped input and why
       gap.json, gap.md  the gap study (`xmodal gap`)
+      cross_model.json  gap measures vs retrieval across encoder pairs (runs of >= 4 pairs)
       models/           one saved aligner per fit
       ranks/            each fit's per-query test ranks (what paired tests compare)
       embeddings/       the raw test split of each dataset x encoder pair
@@ -54,6 +55,7 @@ FINDINGS = "findings.md"
 PROBLEMS = "problems.jsonl"
 GAP_JSON = "gap.json"
 GAP_MD = "gap.md"
+CROSS_MODEL = "cross_model.json"
 MODELS = "models"
 RANKS = "ranks"
 EMBEDDINGS = "embeddings"
@@ -134,6 +136,10 @@ class RunFolder:
     @property
     def gap_md(self) -> Path:
         return self.path / GAP_MD
+
+    @property
+    def cross_model(self) -> Path:
+        return self.path / CROSS_MODEL
 
     @property
     def plots(self) -> Path:

@@ -41,6 +41,7 @@ from xmodal.experiments.config import (
     check_inputs,
     resolved,
 )
+from xmodal.experiments.cross_model import cross_model_studies
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
 from xmodal.experiments.run_folder import RunFolder
@@ -221,7 +222,11 @@ def run_experiment(
         rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
     summary = summarize(rows)
     run.write_results(rows, summary, markdown_table(summary))
-    run.write_text(run.findings, findings_markdown(summary, rows, run.path, config.primary))
+    studies = cross_model_studies(summary)
+    if studies:
+        run.write_json(run.cross_model, [s.to_json() for s in studies])
+    findings = findings_markdown(summary, rows, run.path, config.primary, studies)
+    run.write_text(run.findings, findings)
     write_problems(problems, run.problems)
     write_checksum(run.problems)
     timings["total"] = time.perf_counter() - started

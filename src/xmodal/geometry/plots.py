@@ -171,6 +171,39 @@ def plot_measures_vs_recall(
     return save_figure(fig, path)
 
 
+def plot_across_pairs(
+    points: Mapping[str, Sequence[Mapping[str, object]]],
+    measures: Sequence[str],
+    target: str,
+    path: str | Path,
+    *,
+    stats: Mapping[tuple[str, str], str],
+    label_key: str = "encoder",
+) -> list[Path]:
+    """One scatter per measure (x) against `target` (y), one point per encoder pair and one
+    colour per system (`points` maps a system to its points); `stats[system, measure]` is the
+    line of numbers (rho and its CI) the panel's legend gives that system. Points labelled by
+    row[label_key]."""
+    if not measures:
+        raise ValueError("no measures to plot")
+    ncols = min(3, len(measures))
+    nrows = -(-len(measures) // ncols)
+    fig = Figure(figsize=(4.8 * ncols, 4.2 * nrows), layout="constrained")
+    for i, name in enumerate(measures):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for system, rows in points.items():
+            kept, a, b = measure_target_pairs(rows, name, target)
+            dots = ax.scatter(a, b, s=18, label=f"{system}: {stats.get((system, name), '')}")
+            for r, u, v in zip(kept, a, b, strict=True):
+                label = str(rows[r].get(label_key, ""))
+                ax.annotate(label, (u, v), fontsize=5, alpha=0.7, color=dots.get_facecolor()[0])
+        ax.set_xlabel(name)
+        ax.set_ylabel(target)
+        _readable_ticks(ax)
+        ax.legend(fontsize=6, loc="best", frameon=False)
+    return save_figure(fig, path)
+
+
 def panel_title(rho: float, q: float, n: int) -> str:
     """A measure-vs-recall panel's title: the adjusted q, never the raw p."""
     if not np.isfinite(rho):

@@ -22,11 +22,15 @@ import yaml
 from PIL import Image
 
 from xmodal.experiments import run_folder as layout
+from xmodal.experiments.cross_model import GAP, WASSERSTEIN, CrossModelStudy
+from xmodal.experiments.cross_model import findings_lines as cross_model_findings
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import headline_columns
 from xmodal.files import atomic_write_text
 from xmodal.geometry import skipped_measures
 from xmodal.report import figures
+from xmodal.report.cross_model import load_studies
+from xmodal.report.cross_model import pictures as cross_model_pictures
 from xmodal.report.gap import GapStudy, conclusion, is_measure, load_study
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -101,6 +105,8 @@ class LoadedRun:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     #: the score the run selects and sorts by (its config's `primary`)
     primary: str = "rsum"
+    #: the run's studies across encoder pairs (runs over several pairs)
+    cross_model: list[CrossModelStudy] = field(default_factory=list)
 
     @property
     def recall(self) -> list[str]:
@@ -123,6 +129,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         run.read_lines(run.problems),
         load_study(run.path),
         primary=(config or {}).get("primary", "rsum"),
+        cross_model=load_studies(run.path),
     )
 
 
@@ -212,6 +219,7 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
         except (FileNotFoundError, ValueError) as e:
             run.notes.append(f"some pictures of the chosen row are missing: {e}")
     pictures += _gap_pictures(run)
+    pictures += cross_model_pictures(run.cross_model, folder)
     return pictures
 
 
@@ -241,6 +249,7 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     sections = [
         ("results", "Results", _results_section(run)),
         ("gap", "Does the gap predict retrieval?", _gap_section(run, pictures)),
+        ("models", "Across encoder pairs", _cross_model_section(run, pictures)),
         ("geometry", _geometry_title(run), _geometry_section(run, pictures)),
         ("examples", "Retrieval examples", _pictures_html(pictures, "examples")),
         ("seeds", "Per-seed rows", _seeds_section(run)),
@@ -437,15 +446,71 @@ def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     )
 
 
-def _rho_cell(c: Mapping[str, Any]) -> str:
-    rho = c["rho"]
-    if not math.isfinite(rho):
+def _cross_model_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
+    """Per dataset: what the study says, the pairs, and every correlation with its CI."""
+    out = []
+    for study in run.cross_model:
+        said = "".join(f"<li>{escape(s)}</li>" for s in cross_model_findings(study))
+        out.append(f"<h3>{escape(study.dataset)}</h3><ul>{said}</ul>")
+        out.append(_pairs_table(study))
+        out.append(_correlations_table(study))
+    if not out:
+        return ""
+    intro = (
+        "<p>One point per encoder pair (image model + text model): pairs differ in their "
+        "models, so each is an independent observation. Raw measures describe the encoders' "
+        "own outputs (only those that compare spaces of different dimensions exist there); "
+        "the others are taken in each aligner's shared space.</p>"
+    )
+    return intro + "".join(out) + _pictures_html(pictures, "cross_model")
+
+
+def _pairs_table(study: CrossModelStudy) -> str:
+    raw = sorted({k for p in study.pairs for k in p if k.startswith("raw_") and is_measure(k)})
+    per_system = [*study.targets, GAP, WASSERSTEIN[0]]
+    headers = ["encoder pair", *raw]
+    headers += [f"{s}: {c}" for s in study.systems for c in per_system]
+    body = [
+        [escape(str(p["encoder"])), *(_num(p.get(c)) for c in headers[1:])] for p in study.pairs
+    ]
+    return _table(headers, body, range(1, len(headers)))
+
+
+def _correlations_table(study: CrossModelStudy) -> str:
+    """Measures x (system, target): rho with its bootstrap CI; * = q < 0.05."""
+    columns = [(s, t) for s in study.systems for t in study.targets]
+    by = {(c["measure"], c["system"], c["target"]): c for c in study.correlations}
+    measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
+    body = [[escape(m), *(_rho_ci_cell(by.get((m, s, t))) for s, t in columns)] for m in measures]
+    headers = ["measure", *[f"{s}: ρ vs {t}" for s, t in columns]]
+    note = (
+        '<p class="note">Spearman ρ across encoder pairs with its bootstrap 95% CI over pairs; '
+        "* = Benjamini-Hochberg q &lt; 0.05 over the study's tests. Cell colour: red behind a "
+        "positive ρ, blue behind a negative one, the stronger the darker.</p>"
+    )
+    return _table(headers, body, range(1, len(headers))) + note
+
+
+def _rho_ci_cell(c: Mapping[str, Any] | None) -> str:
+    if c is None or not math.isfinite(c["rho"]):
         return "–"
+    return f"{_rho_badge(c)} [{c['ci_lo']:+.2f}, {c['ci_hi']:+.2f}]"
+
+
+def _rho_cell(c: Mapping[str, Any]) -> str:
+    if not math.isfinite(c["rho"]):
+        return "–"
+    return f"{_rho_badge(c)} ({c['p_value']:.2g})"
+
+
+def _rho_badge(c: Mapping[str, Any]) -> str:
+    """rho on a shade of its sign and strength, starred when q < 0.05."""
+    rho = c["rho"]
     hue = "47,111,223" if rho < 0 else "214,69,65"
     star = "*" if c["q_value"] < 0.05 else ""
     return (
         f'<span style="background:rgba({hue},{abs(rho) * 0.45:.2f});padding:1px 4px;'
-        f'border-radius:3px">{rho:+.2f}{star}</span> ({c["p_value"]:.2g})'
+        f'border-radius:3px">{rho:+.2f}{star}</span>'
     )
 
 
