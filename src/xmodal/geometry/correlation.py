@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
 MIN_ROWS = 3  # below this a rank correlation says nothing
 
@@ -34,6 +33,8 @@ def rank_correlations(
     Rows missing a measure or holding NaN for it (a measure skipped for that configuration) are
     left out of that measure's n. rho and p_value are NaN when n < 3 or either side is constant.
     """
+    from scipy.stats import spearmanr  # scipy.stats takes seconds to import: only when used
+
     out: list[dict[str, float | str]] = []
     for name in measures:
         _, a, b = measure_target_pairs(rows, name, target)
