@@ -241,8 +241,9 @@ def resolved(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
-    """Cheap checks of what a run will read, made before it starts: every data path exists and
-    every encoder spec names a known encoder (no model is loaded)."""
+    """Cheap checks of what a run will read, made before it starts: every data path exists,
+    every encoder spec names a known encoder, and every local model path in a spec exists (no
+    model is loaded)."""
     for i, d in enumerate(config.datasets):
         try:
             _check_source(d.source, d.images)
@@ -251,7 +252,7 @@ def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
     for i, pair in enumerate(config.encoders):
         for role in ("model", "image", "text"):
             spec = getattr(pair, role)
-            if spec is not None and (problem := _unknown_encoder(spec, role)):
+            if spec is not None and (problem := _encoder_problem(spec, role)):
                 raise ConfigError(f"{where}: encoders.{i}.{role}: {problem}")
 
 
@@ -278,17 +279,23 @@ def _check_source(source: str, images: str | None) -> None:
             )
 
 
-def _unknown_encoder(spec: str, role: str) -> str | None:
-    """Why no encoder matches `spec` (its name, plugins included), or None when one does."""
+def _encoder_problem(spec: str, role: str) -> str | None:
+    """Why no encoder matches `spec` (its name, plugins included), or a local path in it is
+    missing; None when the spec is fine."""
     from xmodal.encoders.registry import IMAGE, PAIR, TEXT
+    from xmodal.encoders.specs import check_spec
     from xmodal.registry import Registry
 
     prefix = spec.partition(":")[0]
     table: Registry[Any] = IMAGE if role == "image" else TEXT if role == "text" else PAIR
-    if prefix in table or prefix in PAIR:
-        return None
-    also = PAIR.names() if table is not PAIR else ()
-    return str(table.unknown(prefix, f" in spec {spec!r}", also=also))
+    if prefix not in table and prefix not in PAIR:
+        also = PAIR.names() if table is not PAIR else ()
+        return str(table.unknown(prefix, f" in spec {spec!r}", also=also))
+    try:
+        check_spec(spec)
+    except (ValueError, FileNotFoundError) as e:
+        return str(e)
+    return None
 
 
 def _check_aligners(config: ExperimentConfig, where: str) -> None:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
 
 MIN_ROWS = 3  # below this a rank correlation says nothing
 PREFIXES = ("raw_", "aligned_")
@@ -74,6 +73,8 @@ def rank_correlations(
     Rows missing a measure or holding NaN for it (a measure skipped for that configuration) are
     left out of that measure's n. rho and p_value are NaN when n < 3 or either side is constant.
     """
+    from scipy.stats import spearmanr  # scipy.stats takes seconds to import: only when used
+
     out: list[dict[str, float | str]] = []
     for name in measures:
         _, a, b = measure_target_pairs(rows, name, target)
@@ -92,6 +93,8 @@ def spearman_ci(
     replacement). Resamples where either side is constant have no rho and are dropped; (NaN,
     NaN) when fewer than MIN_ROWS units or under half the resamples have one. With ~15 units
     the interval is wide: that is the honest width of a 15-point correlation."""
+    from scipy.stats import rankdata
+
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     n = len(a)
     if n < MIN_ROWS:

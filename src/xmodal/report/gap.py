@@ -23,20 +23,21 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.stats import false_discovery_control
 
 from xmodal.experiments.config import ExperimentConfig
 from xmodal.experiments.run_folder import RunFolder, slug
-from xmodal.experiments.runner import RunResult, run_experiment
 from xmodal.geometry.correlation import (
     finite_number,
     is_measure,
     measure_columns,
     rank_correlations,
 )
+
+if TYPE_CHECKING:
+    from xmodal.experiments.runner import RunResult
 
 SIGNIFICANT = 0.05
 WEAK = 0.3  # |rho| below this reads as "no monotone relation"
@@ -111,6 +112,8 @@ def gap_study(
         for target in targets
         for c in rank_correlations(rows, varying, target)
     ]
+    from scipy.stats import false_discovery_control  # seconds to import: only when studied
+
     p = np.array([c["p_value"] for c in found], np.float64)
     q = np.full_like(p, np.nan)
     ok = np.isfinite(p)
@@ -231,6 +234,8 @@ def run_gap_study(
     config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
 ) -> tuple[RunResult, GapStudy]:
     """Run a config with geometry forced on, then study the new run folder."""
+    from xmodal.experiments.runner import run_experiment  # torch and the encoders: only here
+
     result = run_experiment(config.model_copy(update={"geometry": True}), out_dir, progress)
     return result, write_gap_study(result.folder)
 
