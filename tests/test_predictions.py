@@ -151,3 +151,12 @@ def test_a_checksummed_file_that_is_not_a_predictions_table_is_named(tmp_path):
     write_checksum(path)
     with pytest.raises(IntegrityError, match=r"other\.parquet: not a readable Parquet file"):
         read_predictions(path)
+
+
+def test_the_report_lists_the_lowest_ranks_first_ties_by_row_and_never_a_first_answer():
+    from xmodal.report.worst import worst_rows
+
+    table, per = _table()
+    assert per.t2i.tolist() == [1, 1, 2, 2]
+    assert [r["query_row"] for r in worst_rows(table, "t2i")] == [2, 3]
+    assert [r["query_row"] for r in worst_rows(table, "t2i", n=1)] == [2]
