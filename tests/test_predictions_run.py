@@ -10,6 +10,7 @@ import io
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -196,3 +197,22 @@ def test_a_report_without_the_chosen_fits_predictions_says_why(run, tmp_path):
     page = (copy / "report.html").read_text(encoding="utf-8")
     assert '<section id="worst">' not in page
     assert re.search(r"worst queries not shown: .*\.parquet: no such predictions file", page)
+
+
+def test_the_readme_snippet_reads_the_worst_caption_queries(run):
+    pytest.importorskip("pandas")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("What a fit retrieved, query by query") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {"result": SimpleNamespace(folder=run)})
+    lines = out.getvalue().splitlines()
+    t2i = _direction(api.predictions(run), "t2i")
+    split = load_split(run, "tuxpaint", "effnet-lite0+minilm")
+    ranks = np.array(t2i["first_positive_rank"])
+    worst = [
+        f"{split.captions[q]} -> {split.image_paths[t2i['top_rows'][q][0]]}"
+        for q in np.flatnonzero(ranks == ranks.max())
+    ]
+    assert len(lines) == 5 and lines[0] in worst
