@@ -13,6 +13,7 @@
       cross_model.json  gap measures vs retrieval across encoder pairs (runs of >= 4 pairs)
       models/           one saved aligner per fit
       ranks/            each fit's per-query test ranks (what paired tests compare)
+      predictions/      each fit's top-k answers to every test query (Parquet)
       embeddings/       the raw test split of each dataset x encoder pair
       plots/            the pictures of the report and the gap study
       report.html       `xmodal report`
@@ -57,7 +58,9 @@ GAP_JSON = "gap.json"
 GAP_MD = "gap.md"
 CROSS_MODEL = "cross_model.json"
 MODELS = "models"
+MODEL_SUFFIX = ".safetensors"
 RANKS = "ranks"
+PREDICTIONS = "predictions"
 EMBEDDINGS = "embeddings"
 PLOTS = "plots"
 REPORT = "report.html"
@@ -151,11 +154,15 @@ class RunFolder:
 
     def model(self, row_id: str) -> str:
         """The model file of a fit, relative to the folder (it also names the row)."""
-        return f"{MODELS}/{slug(row_id)}.safetensors"
+        return f"{MODELS}/{slug(row_id)}{MODEL_SUFFIX}"
 
     def ranks(self, model: str) -> Path:
         """Where a fit's per-query test ranks are kept (named after its model file)."""
         return self.path / RANKS / f"{Path(model).stem}.npz"
+
+    def predictions(self, model: str) -> Path:
+        """Where a fit's test predictions are kept (named after its model file)."""
+        return self.path / PREDICTIONS / f"{Path(model).stem}.parquet"
 
     def split(self, dataset: str, encoder: str) -> Path:
         """Where the test split of one dataset x encoder pair is kept."""

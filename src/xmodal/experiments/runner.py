@@ -49,6 +49,7 @@ from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
 from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, evaluate
+from xmodal.retrieval.predictions import SplitIds, predictions_table, top_k, write_predictions
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -206,7 +207,8 @@ def run_experiment(
         timings |= prep.timings
         encoder = prep.encoder.label
         tag = "" if prep.split_seed is None else f"-split{prep.split_seed}"
-        _save_test_split(run.split(prep.dataset + tag, encoder), prep.parts["test"])
+        test_file = run.split(prep.dataset + tag, encoder)
+        _save_test_split(test_file, prep.parts["test"])
         splits = prep.splits
         context: dict[str, Any] = {"dataset": prep.dataset, "encoder": encoder}
         if prep.split_seed is not None:
@@ -217,7 +219,15 @@ def run_experiment(
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
         shared = FitInputs(
-            splits, prep.encoder, context, config.ks, config.geometry, run.path, config.primary
+            splits,
+            prep.encoder,
+            context,
+            config.ks,
+            config.geometry,
+            run.path,
+            config.primary,
+            test_ids=_split_ids(prep.parts["test"]),
+            test_file=run.relative(test_file),
         )
         rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
     summary = summarize(rows)
@@ -266,19 +276,39 @@ def _small_test(context: dict[str, Any], test: Embedded, progress: bool) -> list
     return [message]
 
 
+@dataclass(frozen=True)
+class PredictionsTarget:
+    """Where a fit's test predictions go, the split's ids, and what their metadata records."""
+
+    path: Path
+    ids: SplitIds
+    about: dict[str, Any]
+
+
 def scores(
-    data: Embedded, aligner: Aligner, ks: list[int], ranks_to: Path | None = None
+    data: Embedded,
+    aligner: Aligner,
+    ks: list[int],
+    ranks_to: Path | None = None,
+    predictions_to: PredictionsTarget | None = None,
 ) -> dict[str, Any]:
     """Recall@K both ways, MRR, ranks and RSUM of an aligner on a split (with their bootstrap
-    CIs; the per-query ranks saved to `ranks_to` when given). A K at or above a gallery's size
-    is 100 whatever the model: it is left out of RSUM."""
+    CIs; the per-query ranks saved to `ranks_to` when given, and the top-k predictions, from
+    the same scores, to `predictions_to`). A K at or above a gallery's size is 100 whatever
+    the model: it is left out of RSUM."""
     if ranks_to is None:
         out = evaluate(aligner.transform(data), aligner.scorer(), ks, bootstrap=0)
     else:
-        out, per_query = evaluate(aligner.transform(data), aligner.scorer(), ks, return_ranks=True)
+        k = top_k(ks) if predictions_to is not None else 0
+        out, per_query = evaluate(
+            aligner.transform(data), aligner.scorer(), ks, return_ranks=True, top_k=k
+        )
         ranks_to.parent.mkdir(exist_ok=True)
         per_query.save(ranks_to)
         write_checksum(ranks_to)
+        if predictions_to is not None:
+            table = predictions_table(per_query, predictions_to.ids, predictions_to.about)
+            write_predictions(predictions_to.path, table)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
     out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
@@ -307,6 +337,9 @@ class FitInputs:
     geometry: bool
     folder: Path
     primary: str = "rsum"
+    #: the test split's ids and file (relative to the run folder): predictions are saved with them
+    test_ids: SplitIds | None = None
+    test_file: str = ""
 
 
 def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
@@ -426,7 +459,7 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
     fit_s = time.perf_counter() - t
     try:
         ranks = RunFolder(shared.folder).ranks(fit.model)
-        test_scores = scores(splits["test"], aligner, shared.ks, ranks)
+        test_scores = scores(splits["test"], aligner, shared.ks, ranks, _predictions(fit, shared))
         test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
     except NonFiniteScores as e:  # NaN would rank as a hit: no numbers, a failed row
         return _failed(row, e, fit, shared.ks, t)
@@ -440,6 +473,15 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
         test = aligner.transform(splits["test"])
         row |= _geometry(test, "aligned", str(fit.metric), aligner.learned_scorer)
     return row
+
+
+def _predictions(fit: Fit, shared: FitInputs) -> PredictionsTarget | None:
+    if shared.test_ids is None:
+        return None
+    about = {"model": fit.model, "split": shared.test_file}
+    return PredictionsTarget(
+        RunFolder(shared.folder).predictions(fit.model), shared.test_ids, about
+    )
 
 
 def _failed(
@@ -518,8 +560,10 @@ def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:
 
 
 def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
-    """The test split's raw vectors, image paths and captions, for geometry and the report."""
+    """The test split's raw vectors, image paths and captions (and their ids, which the
+    predictions name), for geometry and the report."""
     path.parent.mkdir(exist_ok=True)
+    ids = _split_ids(test)
     np.savez(
         path,
         images=test.images,
@@ -527,7 +571,13 @@ def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
         caption_image=test.dataset.caption_image,
         image_paths=np.array([str(Path(im.path).resolve()) for im in test.dataset.images]),
         captions=np.array([c.text for c in test.dataset.captions]),
+        image_ids=np.array(ids.images),
+        caption_ids=np.array(ids.captions),
     )
+
+
+def _split_ids(split: EmbeddedDataset) -> SplitIds:
+    return SplitIds([im.id for im in split.dataset.images], [c.id for c in split.dataset.captions])
 
 
 def _write_run_record(

@@ -28,10 +28,11 @@ from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import headline_columns
 from xmodal.files import atomic_write_text
 from xmodal.geometry import skipped_measures
-from xmodal.report import figures
+from xmodal.report import figures, worst
 from xmodal.report.cross_model import load_studies
 from xmodal.report.cross_model import pictures as cross_model_pictures
 from xmodal.report.gap import GapStudy, conclusion, is_measure, load_study
+from xmodal.retrieval.predictions import read_predictions
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 #: the geometry measures shown in tables (the gap study covers every measure)
@@ -142,7 +143,7 @@ def write_report(
     path = Path(out) if out else RunFolder(run.folder).report
     path.parent.mkdir(parents=True, exist_ok=True)
     pictures = make_pictures(run, path.parent / layout.PLOTS, examples, seed)
-    atomic_write_text(path, render(run, pictures))
+    atomic_write_text(path, render(run, pictures, _worst_queries(run)))
     return path
 
 
@@ -179,6 +180,13 @@ def _failed(row: Mapping[str, Any]) -> bool:
     return str(row.get("status", "ok")).startswith("failed")
 
 
+def chosen_fit(run: LoadedRun) -> Mapping[str, Any] | None:
+    """The fit the report shows in pictures: the chosen configuration's first successful seed
+    (None when every fit failed)."""
+    chosen = chosen_row(run.summary, run.primary)
+    return _seed_row(run, chosen[0]) if chosen else None
+
+
 def _seed_row(run: LoadedRun, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The first successful seed's row of a summary configuration (its saved model draws the
     pictures)."""
@@ -205,8 +213,7 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
             d.images, d.texts, d.caption_image
         )
         pictures += figures.raw_pictures(splits[dataset, encoder], label, folder)
-    chosen = chosen_row(run.summary, run.primary)
-    best = _seed_row(run, chosen[0]) if chosen else None
+    best = chosen_fit(run)
     split = splits.get((best["dataset"], best["encoder"])) if best else None
     if best and split:
         try:
@@ -221,6 +228,23 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
     pictures += _gap_pictures(run)
     pictures += cross_model_pictures(run.cross_model, folder)
     return pictures
+
+
+def _worst_queries(run: LoadedRun) -> str:
+    """The chosen row's worst test queries, from its first seed's predictions."""
+    best = chosen_fit(run)
+    if best is None:
+        return ""
+    try:
+        table = read_predictions(RunFolder(run.folder).predictions(str(best["model"])))
+        split = figures.load_split(run.folder, best["dataset"], best["encoder"])
+    except (OSError, ValueError) as e:
+        run.notes.append(f"worst queries not shown: {e}")
+        return ""
+    label = f"{best['aligner']} / {best['metric']} (the chosen row, seed {best['seed']})"
+    html, notes = worst.section(table, split, label)
+    run.notes += notes
+    return html
 
 
 def _gap_pictures(run: LoadedRun) -> list[figures.Picture]:
@@ -243,8 +267,8 @@ def _gap_pictures(run: LoadedRun) -> list[figures.Picture]:
 # ---------------------------------------------------------------- rendering
 
 
-def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
-    """The whole page as one string."""
+def render(run: LoadedRun, pictures: Sequence[figures.Picture], worst_queries: str = "") -> str:
+    """The whole page as one string (`worst_queries`: that section's HTML, if any)."""
     name = run.record.get("name") or run.folder.name
     sections = [
         ("results", "Results", _results_section(run)),
@@ -252,6 +276,7 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
         ("models", "Across encoder pairs", _cross_model_section(run, pictures)),
         ("geometry", _geometry_title(run), _geometry_section(run, pictures)),
         ("examples", "Retrieval examples", _pictures_html(pictures, "examples")),
+        ("worst", "Worst queries", worst_queries),
         ("seeds", "Per-seed rows", _seeds_section(run)),
         ("inputs", "Skipped inputs", _problems_section(run)),
         ("setup", "Config and versions", _setup_section(run)),
@@ -264,7 +289,8 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>xmodal report: {escape(str(name))}</title><style>{STYLE}</style></head>"
+        f"<title>xmodal report: {escape(str(name))}</title>"
+        f"<style>{STYLE}{worst.STYLE}</style></head>"
         "<body><main>"
         f"<h1>{escape(str(name))}</h1><p class=sub>{escape(_subtitle(run))}</p>"
         f"{_cards(run)}{_warnings(run)}<nav>{nav}</nav>{notes}{body}</main></body></html>\n"
