@@ -73,6 +73,20 @@ class DatasetConfig(Strict):
     name: str | None = None
     split: SplitConfig = Field(default_factory=lambda: SplitConfig.model_validate({}))
     options: dict[str, Any] = Field(default_factory=dict)
+    #: training-language variants (see xmodal.experiments.languages): every aligner is fitted
+    #: once per item, on the train captions in its languages: "all" (every loaded language,
+    #: the default), one tag, or a list of tags; val and test keep every loaded language
+    train_languages: list[str | list[str]] | None = None
+    #: per-language scores are reported for languages with at least this many test captions
+    #: (default 50)
+    min_language_captions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _known_train_languages(self) -> DatasetConfig:
+        from xmodal.experiments.languages import check_train_languages
+
+        check_train_languages(self.train_languages, self.options.get("languages"))
+        return self
 
     @property
     def label(self) -> str:

@@ -8,6 +8,9 @@
       results.json      {"runs": rows, "summary": rows}    } written at the end of a run
       results.md        the summary as a Markdown table   /
       findings.md       what the results say, in words
+      languages.csv     per-language text -> image scores, one line per fit x language \
+      languages.json    the same lines, and the languages left out and why            / (captions
+                        in several languages only)
       problems.jsonl    every skipped input and why
       gap.json, gap.md  the gap study (`xmodal gap`)
       cross_model.json  gap measures vs retrieval across encoder pairs (runs of >= 4 pairs)
@@ -34,7 +37,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmodal.files import (
     CHECKSUM_SUFFIX,
@@ -46,6 +49,9 @@ from xmodal.files import (
     write_checksum,
 )
 
+if TYPE_CHECKING:
+    from xmodal.retrieval.evaluate import PerQuery
+
 CONFIG = "config.yaml"
 RECORD = "run.json"
 ROWS = "rows.jsonl"
@@ -53,6 +59,8 @@ RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 FINDINGS = "findings.md"
+LANGUAGES_CSV = "languages.csv"
+LANGUAGES_JSON = "languages.json"
 PROBLEMS = "problems.jsonl"
 GAP_JSON = "gap.json"
 GAP_MD = "gap.md"
@@ -129,6 +137,14 @@ class RunFolder:
         return self.path / FINDINGS
 
     @property
+    def languages_csv(self) -> Path:
+        return self.path / LANGUAGES_CSV
+
+    @property
+    def languages_json(self) -> Path:
+        return self.path / LANGUAGES_JSON
+
+    @property
     def problems(self) -> Path:
         return self.path / PROBLEMS
 
@@ -198,13 +214,26 @@ class RunFolder:
         self, rows: list[dict[str, Any]], summary: list[dict[str, Any]], markdown: str
     ) -> None:
         """results.csv (full precision), results.json (rounded) and results.md."""
+        self.write_csv(self.results_csv, rows)
+        self.write_json(self.results_json, {"runs": rows, "summary": summary})
+        self.write_text(self.results_md, markdown + "\n")
+
+    def write_csv(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Rows as CSV at full precision, one column per key any row has."""
         out = io.StringIO(newline="")
         writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
-        self.write_text(self.results_csv, out.getvalue())
-        self.write_json(self.results_json, {"runs": rows, "summary": summary})
-        self.write_text(self.results_md, markdown + "\n")
+        self.write_text(path, out.getvalue())
+
+    def read_ranks(self, model: str) -> PerQuery:
+        """A fit's per-query test ranks, checksum verified when it has one."""
+        from xmodal.retrieval.evaluate import PerQuery
+
+        path = self.ranks(model)
+        if Path(f"{path}{CHECKSUM_SUFFIX}").exists():
+            verify_checksum(path)
+        return PerQuery.load(path)
 
     def read_results(self) -> dict[str, Any]:
         """results.json ({"runs": rows, "summary": rows}), checked."""

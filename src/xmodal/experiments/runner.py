@@ -3,7 +3,9 @@
 The run folder holds results.csv / results.json / results.md (one row per fitted aligner, and a
 mean +- std summary over seeds), the resolved config, versions, seeds, timings and every
 skipped input (problems.jsonl). Only the test split is evaluated for the results; the
-validation split serves model selection inside the aligners.
+validation split serves model selection inside the aligners. A dataset with captions in several
+languages also gets per-language scores and training-language variants
+(`xmodal.experiments.languages`: languages.csv / languages.json).
 
 Each fit appends its row to rows.jsonl as soon as its model is saved, so an interrupted run
 resumes (`run_experiment(..., resume=RUN_DIR)`, `xmodal run --resume RUN_DIR`): finished fits
@@ -43,6 +45,13 @@ from xmodal.experiments.config import (
 )
 from xmodal.experiments.cross_model import cross_model_studies
 from xmodal.experiments.findings import findings_markdown
+from xmodal.experiments.languages import (
+    COLUMN,
+    LanguageStudy,
+    TrainVariant,
+    caption_languages,
+    variant_aligners,
+)
 from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
@@ -202,6 +211,7 @@ def run_experiment(
     problems: list[Problem] = []
     timings: dict[str, float] = {}
     warned: list[str] = []
+    by_language = LanguageStudy(run, config.ks)
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
@@ -218,6 +228,7 @@ def run_experiment(
         warned += _small_test(context, splits["test"], progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
+        langs = caption_languages(_dataset_config(config, prep.dataset), prep.parts)
         shared = FitInputs(
             splits,
             prep.encoder,
@@ -228,15 +239,21 @@ def run_experiment(
             config.primary,
             test_ids=_split_ids(prep.parts["test"]),
             test_file=run.relative(test_file),
+            train_sets=langs.train if langs else {},
         )
-        rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
+        variants = langs.variants if langs else None
+        fitted = _run_fits(_grid(config, context, run, variants), shared, finished, jobs, progress)
+        if langs is not None:
+            by_language.add(fitted, context, langs)
+        rows += fitted
     summary = summarize(rows)
     run.write_results(rows, summary, markdown_table(summary))
+    by_language.write()
     studies = cross_model_studies(summary)
     if studies:
         run.write_json(run.cross_model, [s.to_json() for s in studies])
     findings = findings_markdown(summary, rows, run.path, config.primary, studies)
-    run.write_text(run.findings, findings)
+    run.write_text(run.findings, findings + by_language.findings())
     write_problems(problems, run.problems)
     write_checksum(run.problems)
     timings["total"] = time.perf_counter() - started
@@ -324,6 +341,8 @@ class Fit:
     metric: Metric
     seed: int
     model: str
+    #: the training-language variant (datasets loaded with `languages`; else None)
+    train_languages: str | None = None
 
 
 @dataclass(frozen=True)
@@ -340,18 +359,30 @@ class FitInputs:
     #: the test split's ids and file (relative to the run folder): predictions are saved with them
     test_ids: SplitIds | None = None
     test_file: str = ""
+    #: the train split of each training-language variant, by name (when the dataset has them)
+    train_sets: dict[str, Embedded] = field(default_factory=dict)
 
 
-def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
+def _grid(
+    config: ExperimentConfig,
+    context: dict[str, Any],
+    run: RunFolder,
+    variants: list[TrainVariant] | None = None,
+) -> list[Fit]:
     fits = []
-    for acfg in config.aligners:
+    for acfg, train_languages in variant_aligners(config.aligners, variants):
         for metric in acfg.metrics or config.metrics:
             for seed in acfg.seeds or config.seeds:
                 split = f"__split{context['split_seed']}" if "split_seed" in context else ""
                 label = f"{context['dataset']}__{context['encoder']}__{acfg.label}"
                 row_id = f"{label}__{metric}__s{seed}{split}"
-                fits.append(Fit(acfg, Metric(metric), seed, run.model(row_id)))
+                model = run.model(row_id)
+                fits.append(Fit(acfg, Metric(metric), seed, model, train_languages))
     return fits
+
+
+def _dataset_config(config: ExperimentConfig, label: str) -> DatasetConfig:
+    return next(d for d in config.datasets if d.label == label)
 
 
 def _run_fits(
@@ -441,6 +472,9 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
         "metric": str(fit.metric),
         "seed": fit.seed,
     }
+    if fit.train_languages is not None:
+        splits = {**splits, "train": shared.train_sets[fit.train_languages]}
+        row |= {COLUMN: fit.train_languages, "train_captions": len(splits["train"].texts)}
     t = time.perf_counter()
     try:
         aligner = fit_aligner(

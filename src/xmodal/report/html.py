@@ -32,6 +32,7 @@ from xmodal.report import figures, worst
 from xmodal.report.cross_model import load_studies
 from xmodal.report.cross_model import pictures as cross_model_pictures
 from xmodal.report.gap import GapStudy, conclusion, is_measure, load_study
+from xmodal.report.languages import cell, language_tables, load_languages, plot_language_scores
 from xmodal.retrieval.predictions import read_predictions
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -108,6 +109,8 @@ class LoadedRun:
     primary: str = "rsum"
     #: the run's studies across encoder pairs (runs over several pairs)
     cross_model: list[CrossModelStudy] = field(default_factory=list)
+    #: languages.json: per-language scores, when the test captions come in several languages
+    languages: dict[str, Any] | None = None
 
     @property
     def recall(self) -> list[str]:
@@ -131,6 +134,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         load_study(run.path),
         primary=(config or {}).get("primary", "rsum"),
         cross_model=load_studies(run.path),
+        languages=load_languages(run.path),
     )
 
 
@@ -227,6 +231,10 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
             run.notes.append(f"some pictures of the chosen row are missing: {e}")
     pictures += _gap_pictures(run)
     pictures += cross_model_pictures(run.cross_model, folder)
+    if run.languages:
+        score = _language_score(run)
+        tables = language_tables(run.languages["lines"], score)
+        pictures += [plot_language_scores(t, score, folder) for t in tables]
     return pictures
 
 
@@ -272,6 +280,7 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture], worst_queries: s
     name = run.record.get("name") or run.folder.name
     sections = [
         ("results", "Results", _results_section(run)),
+        ("languages", "Retrieval per language", _languages_section(run, pictures)),
         ("gap", "Does the gap predict retrieval?", _gap_section(run, pictures)),
         ("models", "Across encoder pairs", _cross_model_section(run, pictures)),
         ("geometry", _geometry_title(run), _geometry_section(run, pictures)),
@@ -429,6 +438,44 @@ def _failed_fits(run: LoadedRun) -> str:
         '<p class="note">Their configurations show no scores above: a mean over seeds with a '
         "failed one would flatter or mislead.</p>" + _table(list(cols), body)
     )
+
+
+def _language_score(run: LoadedRun) -> str:
+    """The per-language score shown: text -> image R@K at the smallest K."""
+    return f"t2i_R@{min(int(c.split('@')[1]) for c in run.recall[:-1])}"
+
+
+def _languages_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
+    """Per dataset x encoder pair: the score of each configuration per caption language."""
+    if not run.languages:
+        return ""
+    score = _language_score(run)
+    out = []
+    for t in language_tables(run.languages["lines"], score):
+        body = [
+            [
+                escape(g),
+                f"{t.captions[g]:.0f}",
+                *[cell(t.scores.get((s, g)), score) for s in t.series],
+            ]
+            for g in t.languages
+        ]
+        out.append(
+            f"<h3>{escape(t.encoder)} on {escape(t.dataset)}</h3>"
+            + _table(["language", "test captions", *t.series], body, range(1, 2 + len(t.series)))
+        )
+    left = run.languages.get("left_out") or []
+    seen = dict.fromkeys((x["language"], x["n_captions"], x["min_captions"]) for x in left)
+    left_out = ", ".join(f"{escape(g)} ({n} &lt; {m})" for g, n, m in seen)
+    note = (
+        f'<p class="note">Text → image {escape(score)} [95% bootstrap CI over the language\'s '
+        f"captions], mean over seeds and splits. Each caption is queried against "
+        f"{escape(run.languages.get('gallery', 'every test image'))}. Every score, R@K and "
+        f"MRR, lies in {layout.LANGUAGES_CSV}."
+        + (f" Left out, with fewer test captions than the minimum: {left_out}." if left else "")
+        + "</p>"
+    )
+    return "".join(out) + note + _pictures_html(pictures, "languages")
 
 
 def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "image_to_text_ranks",
     "summarize_ranks",
     "text_to_image_ranks",
+    "text_to_image_scores",
 ]
 
 CUTOFF = 10  # nDCG@10 and mAP@10
@@ -141,6 +142,23 @@ def evaluate(
     if return_ranks:
         caption_image = np.asarray(data.caption_image)
         return out, PerQuery(t2i, i2t.best, caption_image, t2i_top, i2t_top)
+    return out
+
+
+def text_to_image_scores(
+    ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS, *, bootstrap: int = BOOTSTRAP, seed: int = 0
+) -> dict[str, float]:
+    """The text->image scores of `evaluate` (R@K, MRR, nDCG@10, mAP@10) from per-caption ranks
+    of any subset of the queries (e.g. the captions of one language), with 95% bootstrap CIs
+    over those captions when `bootstrap` > 0."""
+    ranks = np.asarray(ranks)
+    if not len(ranks):
+        raise ValueError("no text->image ranks to score")
+    values, names = _t2i_values(ranks, ks)
+    out = dict(zip(names, (100 * values.mean(0)).tolist(), strict=True))
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        out |= _intervals(names, _resampled_means(values, bootstrap, rng))
     return out
 
 
