@@ -17,7 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +40,13 @@ from xmodal.experiments.config import (
     ExperimentConfig,
     check_inputs,
     resolved,
+)
+from xmodal.experiments.crossval import (
+    check_folds,
+    fold_assignment,
+    fold_split,
+    fold_warnings,
+    with_cv,
 )
 from xmodal.experiments.findings import findings_markdown
 from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
@@ -72,6 +79,8 @@ class Prepared:
     timings: dict[str, float]
     #: the split seed, when the config repeats the study over several splits (else None)
     split_seed: int | None = None
+    #: the seed the split was cut with (the cross-validation folds are cut with it too)
+    seed: int = 0
 
     @property
     def splits(self) -> dict[str, Embedded]:
@@ -119,7 +128,8 @@ def _splits(
     for seed in seeds:
         parts = whole.split(dcfg.split.fractions(), seed)
         repeat = seed if len(seeds) > 1 else None
-        yield Prepared(dcfg.label, ecfg, whole, parts, whole.dataset.problems, timings, repeat)
+        problems = whole.dataset.problems
+        yield Prepared(dcfg.label, ecfg, whole, parts, problems, timings, repeat, seed)
 
 
 def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> list[Prepared]:
@@ -200,6 +210,7 @@ def run_experiment(
     problems: list[Problem] = []
     timings: dict[str, float] = {}
     warned: list[str] = []
+    fold_rows: list[dict[str, Any]] = []
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
@@ -215,20 +226,55 @@ def run_experiment(
         warned += _small_test(context, splits["test"], progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
+        folds = _folds(config, prep)
+        if folds is not None:
+            where = f"{prep.dataset} / {encoder} (held-out folds)"
+            warned += _warn(fold_warnings(folds, config.ks, where), progress)
         shared = FitInputs(
-            splits, prep.encoder, context, config.ks, config.geometry, run.path, config.primary
+            splits,
+            prep.encoder,
+            context,
+            config.ks,
+            config.geometry,
+            run.path,
+            config.primary,
+            folds=folds,
         )
-        rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
-    summary = summarize(rows)
+        fits = _grid(config, context, run)
+        done = _run_fits(fits + _fold_fits(fits, folds), shared, finished, jobs, progress)
+        rows += done[: len(fits)]
+        fold_rows += done[len(fits) :]
+    summary = with_cv(summarize(rows), fold_rows, config.primary)
     run.write_results(rows, summary, markdown_table(summary))
     run.write_text(run.findings, findings_markdown(summary, rows, run.path, config.primary))
     write_problems(problems, run.problems)
     write_checksum(run.problems)
+    if fold_rows:
+        timings["cross-validation fold fits"] = sum(r["fit_seconds"] for r in fold_rows)
     timings["total"] = time.perf_counter() - started
     reused = sum(row["model"] in finished for row in rows)
     _write_run_record(run, config, timings, len(problems), reused, warned)
-    note(f"done: {len(rows)} fit(s), {reused} reused, in {timings['total']:.1f} s", progress)
+    folds = f" and {len(fold_rows)} fold fit(s)" if fold_rows else ""
+    reused_all = reused + sum(_fold_key(r["model"], r["fold"]) in finished for r in fold_rows)
+    took = f"{reused_all} reused, in {timings['total']:.1f} s"
+    note(f"done: {len(rows)} fit(s){folds}, {took}", progress)
     return RunResult(run.path, rows, summary, problems)
+
+
+def _folds(config: ExperimentConfig, prep: Prepared) -> np.ndarray | None:
+    """The cross-validation fold of each training image (None without `selection.folds`)."""
+    k = config.selection.folds if config.selection else None
+    if k is None:
+        return None
+    images = prep.parts["train"].dataset.images
+    check_folds(k, len(images), f"{prep.dataset} / {prep.encoder.label}")
+    return fold_assignment([im.id for im in images], k, prep.seed)
+
+
+def _warn(messages: list[str], progress: bool) -> list[str]:
+    for message in messages:
+        note(f"warning: {message}", progress)
+    return messages
 
 
 def _trivial_ks(
@@ -289,6 +335,18 @@ class Fit:
     metric: Metric
     seed: int
     model: str
+    #: a cross-validation fit: fitted without this fold of the training images, scored on it;
+    #: it saves no model (`model` names the fit on the whole train split it repeats)
+    fold: int | None = None
+
+    @property
+    def key(self) -> str:
+        """What its logged row is found by on resume."""
+        return self.model if self.fold is None else _fold_key(self.model, self.fold)
+
+
+def _fold_key(model: str, fold: int) -> str:
+    return f"{model}#fold{fold}"
 
 
 @dataclass(frozen=True)
@@ -302,6 +360,8 @@ class FitInputs:
     geometry: bool
     folder: Path
     primary: str = "rsum"
+    #: the cross-validation fold of each training image (None: no cross-validation)
+    folds: np.ndarray | None = None
 
 
 def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
@@ -316,6 +376,18 @@ def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> 
     return fits
 
 
+def _fold_fits(fits: list[Fit], folds: np.ndarray | None) -> list[Fit]:
+    """The cross-validation fits: k per configuration (aligner entry x metric), each with the
+    seed of its first fit (see xmodal.experiments.crossval)."""
+    if folds is None:
+        return []
+    first: dict[tuple[str, Metric], Fit] = {}
+    for fit in fits:
+        first.setdefault((fit.aligner.label, fit.metric), fit)
+    k = int(folds.max()) + 1
+    return [replace(fit, fold=i) for fit in first.values() for i in range(k)]
+
+
 def _run_fits(
     fits: list[Fit],
     shared: FitInputs,
@@ -324,23 +396,23 @@ def _run_fits(
     progress: bool,
 ) -> list[dict[str, Any]]:
     """The rows of `fits` in grid order: logged ones reused, the others fitted (in `jobs`
-    processes when > 1), each logged as it finishes."""
-    done = {f.model: finished[f.model] for f in fits if f.model in finished}
-    todo = [f for f in fits if f.model not in done]
+    processes when > 1), each logged as it finishes (fold fits in their own log)."""
+    done = {f.key: finished[f.key] for f in fits if f.key in finished}
+    todo = [f for f in fits if f.key not in done]
 
     run = RunFolder(shared.folder)
 
     def record(fit: Fit, row: dict[str, Any]) -> None:
-        run.log_row(row)
-        done[fit.model] = row
+        run.log_row(row, run.rows if fit.fold is None else run.folds)
+        done[fit.key] = row
         note(f"fit {len(done)}/{len(fits)}: {_describe(row, shared.primary)}", progress)
 
     if jobs == 1 or len(todo) < 2:
         for fit in todo:
-            record(fit, _fit_row(fit, shared, bars(progress), f"{len(done) + 1}/{len(fits)}"))
+            record(fit, _row(fit, shared, bars(progress), f"{len(done) + 1}/{len(fits)}"))
     else:
         _fit_in_processes(todo, shared, jobs, progress, record)
-    return [done[f.model] for f in fits]
+    return [done[f.key] for f in fits]
 
 
 def _fit_in_processes(
@@ -387,7 +459,13 @@ def _start_worker(shared: FitInputs, threads: int) -> None:
 
 def _fit_in_worker(fit: Fit) -> dict[str, Any]:
     assert _WORKER_INPUTS is not None, "worker not started by _start_worker"
-    return _fit_row(fit, _WORKER_INPUTS, progress=False)
+    return _row(fit, _WORKER_INPUTS, progress=False)
+
+
+def _row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
+    if fit.fold is None:
+        return _fit_row(fit, shared, progress, position)
+    return _fold_row(fit, shared, progress, position)
 
 
 def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
@@ -437,6 +515,39 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
     return row
 
 
+def _fold_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
+    """Fit one aligner without one fold of the training images and score it on that fold: a
+    row of the fold's `primary` score. The validation split still serves early stopping; the
+    test split is not read."""
+    assert shared.folds is not None and fit.fold is not None
+    k = int(shared.folds.max()) + 1
+    fit_on, held_out = fold_split(shared.splits["train"], shared.folds, fit.fold)
+    splits = {"train": fit_on} | ({"val": shared.splits["val"]} if "val" in shared.splits else {})
+    acfg, where = fit.aligner, f"fold {fit.fold + 1}/{k}"
+    label = f"fit {position}{': ' if position else ''}{acfg.label} / {fit.metric} / {where}"
+    names = ("dataset", "encoder", "split_seed")
+    row = {name: v for name, v in shared.context.items() if name in names} | {
+        "aligner": acfg.label,
+        "kind": acfg.kind,
+        "metric": str(fit.metric),
+        "seed": fit.seed,
+        "fold": fit.fold,
+        "folds": k,
+        "held_out_images": len(held_out.images),
+    }
+    t = time.perf_counter()
+    try:
+        aligner = fit_aligner(
+            acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks,
+            shared.primary, label,
+        )  # fmt: skip
+        score = scores(held_out, aligner, shared.ks)[shared.primary]
+    except (FitDiverged, NonFiniteScores) as e:  # a failed fold, never averaged as a number
+        return _failed(row, e, fit, shared.ks, t)
+    seconds = round(time.perf_counter() - t, 3)
+    return row | {"status": "ok", shared.primary: score, "fit_seconds": seconds, "model": fit.model}
+
+
 def _failed(
     row: dict[str, Any], error: Exception, fit: Fit, ks: list[int], started: float
 ) -> dict[str, Any]:
@@ -447,12 +558,12 @@ def _failed(
 
 def _describe(row: dict[str, Any], primary: str) -> str:
     """One log line of a finished fit."""
-    where = (
-        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
-        f"{row['encoder']}"
-    )
+    repeat = f"fold {row['fold'] + 1}/{row['folds']}" if "fold" in row else f"seed {row['seed']}"
+    where = f"{row['aligner']} / {row['metric']} / {repeat} on {row['dataset']} / {row['encoder']}"
     if row.get("status", "ok") != "ok":
         return f"{where}: {row['status']}"
+    if "fold" in row:
+        return f"{where}: held-out {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s"
     stop = ""
     if "stopped_epoch" in row:
         stop = f", stopped at epoch {row['stopped_epoch']}"
@@ -476,8 +587,11 @@ def _check_same_config(run: RunFolder, config: ExperimentConfig) -> None:
 
 
 def _finished_rows(run: RunFolder) -> dict[str, dict[str, Any]]:
-    """Logged rows whose model file exists, by model path."""
-    return {row["model"]: row for row in run.logged_rows() if (run.path / row["model"]).exists()}
+    """Logged rows whose model file exists, by model path; and logged fold rows (a fold fit
+    saves no model), by fold key."""
+    fits = {row["model"]: row for row in run.logged_rows() if (run.path / row["model"]).exists()}
+    folds = {_fold_key(row["model"], row["fold"]): row for row in run.logged_rows(run.folds)}
+    return fits | folds
 
 
 def _validation(
