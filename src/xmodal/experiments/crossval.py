@@ -1,7 +1,7 @@
 """k-fold cross-validation on the training images, for model selection (`selection: {folds: k}`).
 
-A small validation split (95 images on Tux Paint) moves by several points from one image to
-the next; cross-validation scores each configuration on every training image instead. The
+On a small validation split (95 images on Tux Paint) one image query moves a recall by about a
+point; cross-validation scores each configuration on every training image instead. The
 training images are split into k folds by image (all captions of an image in its fold), from
 a permutation of the sorted image ids seeded by the split seed. Each configuration (aligner
 entry x metric) is fitted k times, on k-1 folds, and scored with the run's `primary` score on
@@ -32,9 +32,7 @@ import numpy as np
 
 from xmodal.embeddings import Embedded
 from xmodal.experiments.config import ConfigError
-
-#: what identifies a configuration in the summary (tables.GROUP)
-_CONFIGURATION = ("dataset", "encoder", "aligner", "metric")
+from xmodal.experiments.tables import GROUP
 
 
 def cv_column(primary: str) -> str:
@@ -102,7 +100,7 @@ def cv_scores(fold_rows: Sequence[Mapping[str, Any]], primary: str) -> dict[tupl
     `cv_<primary>_std` (sample std over them), `cv_folds` (k) and `cv_failed` (failed folds)."""
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for row in fold_rows:
-        groups[tuple(row[c] for c in _CONFIGURATION)].append(row)
+        groups[tuple(row[c] for c in GROUP)].append(row)
     col = cv_column(primary)
     out = {}
     for key, rows in groups.items():
@@ -123,7 +121,7 @@ def with_cv(
 ) -> list[dict[str, Any]]:
     """The summary with each configuration's CV columns (those without fold fits unchanged)."""
     found = cv_scores(fold_rows, primary)
-    return [row | found.get(tuple(row[c] for c in _CONFIGURATION), {}) for row in summary]
+    return [row | found.get(tuple(row[c] for c in GROUP), {}) for row in summary]
 
 
 def has_cv(row: Mapping[str, Any], primary: str) -> bool:

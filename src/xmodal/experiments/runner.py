@@ -254,10 +254,12 @@ def run_experiment(
     timings["total"] = time.perf_counter() - started
     reused = sum(row["model"] in finished for row in rows)
     _write_run_record(run, config, timings, len(problems), reused, warned)
-    folds = f" and {len(fold_rows)} fold fit(s)" if fold_rows else ""
+    also = f" and {len(fold_rows)} fold fit(s)" if fold_rows else ""
     reused_all = reused + sum(_fold_key(r["model"], r["fold"]) in finished for r in fold_rows)
-    took = f"{reused_all} reused, in {timings['total']:.1f} s"
-    note(f"done: {len(rows)} fit(s){folds}, {took}", progress)
+    note(
+        f"done: {len(rows)} fit(s){also}, {reused_all} reused, in {timings['total']:.1f} s",
+        progress,
+    )
     return RunResult(run.path, rows, summary, problems)
 
 
