@@ -148,6 +148,14 @@ class AlignerConfig(BaseModel):
         return self.name or self.kind
 
 
+class SelectionConfig(Strict):
+    """How a configuration is chosen. `folds` (k >= 2): k-fold cross-validation on the training
+    images, by image, scored with `primary` on each held-out fold; unset, the validation split
+    chooses (see xmodal.experiments.crossval)."""
+
+    folds: int | None = Field(None, ge=2)
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     datasets: list[DatasetConfig] = Field(min_length=1)
@@ -159,6 +167,9 @@ class ExperimentConfig(Strict):
     #: the score that validation, model selection and the findings rank by: one of
     #: `t2i_R@K`, `i2t_R@K` for a K of `ks`, or `rsum` (their sum)
     primary: str = "rsum"
+    #: k-fold cross-validation on the training images for model selection (default: the
+    #: validation split selects)
+    selection: SelectionConfig | None = None
     geometry: bool = False
     cache_dir: str = "cache"
     runs_dir: str = "runs"

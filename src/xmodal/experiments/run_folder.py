@@ -4,6 +4,7 @@
       config.yaml       the resolved config (every default that was used)
       run.json          versions, seeds, timings, counts
       rows.jsonl        one JSON line per finished fit, appended as it finishes (resume reads it)
+      folds.jsonl       the same for each cross-validation fold fit (`selection: {folds: k}`)
       results.csv       one row per fit                   \
       results.json      {"runs": rows, "summary": rows}    } written at the end of a run
       results.md        the summary as a Markdown table   /
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 CONFIG = "config.yaml"
 RECORD = "run.json"
 ROWS = "rows.jsonl"
+FOLDS = "folds.jsonl"
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -119,6 +121,10 @@ class RunFolder:
     @property
     def rows(self) -> Path:
         return self.path / ROWS
+
+    @property
+    def folds(self) -> Path:
+        return self.path / FOLDS
 
     @property
     def results_csv(self) -> Path:
@@ -252,17 +258,19 @@ class RunFolder:
 
     # the row log: appended line by line, so that an interrupted run loses at most one line;
     # each line carries the checksum of its row, so a damaged line is found, not reused
-    def log_row(self, row: Mapping[str, Any]) -> None:
+    def log_row(self, row: Mapping[str, Any], log: Path | None = None) -> None:
+        """Append a row to a row log (default: rows.jsonl)."""
         line = {"row": row, "sha256": _row_digest(row)}
-        with open(self.rows, "a", encoding="utf-8") as f:
+        with open(log or self.rows, "a", encoding="utf-8") as f:
             f.write(json.dumps(line, default=float) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def logged_rows(self) -> list[dict[str, Any]]:
-        """Every logged row. A last line cut short by an interruption is dropped from the log
-        (its fit runs again); any other damaged line is named by file and line."""
-        path = self.rows
+    def logged_rows(self, log: Path | None = None) -> list[dict[str, Any]]:
+        """Every row of a row log (default: rows.jsonl). A last line cut short by an
+        interruption is dropped from the log (its fit runs again); any other damaged line is
+        named by file and line."""
+        path = log or self.rows
         if not path.exists():
             return []
         data = path.read_bytes()

@@ -24,6 +24,7 @@ from PIL import Image
 from xmodal.experiments import run_folder as layout
 from xmodal.experiments.cross_model import GAP, WASSERSTEIN, CrossModelStudy
 from xmodal.experiments.cross_model import findings_lines as cross_model_findings
+from xmodal.experiments.crossval import cv_column
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import headline_columns
 from xmodal.files import atomic_write_text
@@ -154,19 +155,28 @@ def write_report(
 def chosen_row(
     summary: Sequence[Mapping[str, Any]], primary: str = "rsum"
 ) -> tuple[Mapping[str, Any], str] | None:
-    """The configuration a user would pick without looking at test, and how it was picked: the
-    best validation score (the run's primary, RSUM by default), as the findings select (among
-    the first dataset x encoder pair's rows), or, without a validation split, the best test
-    score. Configurations whose fits failed are never chosen; None when every one failed."""
+    """The configuration a user would pick without looking at test, and how it was picked, as
+    the findings select (among the first dataset x encoder pair's rows): the best k-fold CV
+    score on the training images (the run's primary, RSUM by default) when the run
+    cross-validated, else the best validation score, or, without a validation split, the best
+    test score. Configurations whose fits (or fold fits) failed are never chosen; None when
+    every one failed."""
     first = (summary[0]["dataset"], summary[0]["encoder"])
     rows = [r for r in summary if (r["dataset"], r["encoder"]) == first and _scored(r, primary)]
     if not rows:
         return None
     name = _score_name(primary)
+    cv = cv_column(primary)
+    with_cv = [r for r in rows if _scored(r, cv)]
+    if with_cv:
+        best = max(with_cv, key=lambda r: r[cv])
+        return best, f"chosen by {best['cv_folds']}-fold CV {name} on the training images"
+    why = " (every configuration had a failed fold fit)" if any(cv in r for r in rows) else ""
     with_val = [r for r in rows if _scored(r, f"val_{primary}")]
     if with_val:
-        return max(with_val, key=lambda r: r[f"val_{primary}"]), f"chosen on validation {name}"
-    return max(rows, key=lambda r: r[primary]), f"best test {name} (no validation split)"
+        best = max(with_val, key=lambda r: r[f"val_{primary}"])
+        return best, f"chosen on validation {name}{why}"
+    return max(rows, key=lambda r: r[primary]), f"best test {name} (no validation split){why}"
 
 
 def _score_name(column: str) -> str:
@@ -327,8 +337,13 @@ def _cards(run: LoadedRun) -> str:
     cards = [  # (label, value, detail, value class: "t" for words, "v" for a number)
         ("configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
     ]
-    val = f"val_{run.primary}"
-    if _scored(best, val):
+    val, cv = f"val_{run.primary}", cv_column(run.primary)
+    if _scored(best, cv):
+        detail = "the score that chose this row: mean ± std over the held-out folds of the "
+        detail += "training images (not the test split)"
+        label = f"{best['cv_folds']}-fold CV {_score_name(run.primary)}"
+        cards.append((label, _cv_cell(best, cv), detail, "v"))
+    elif _scored(best, val):
         detail = "the score that chose this row, mean over seeds (not the test split)"
         cards.append((f"validation {_score_name(run.primary)}", f"{best[val]:.1f}", detail, "v"))
     cards += [
@@ -347,6 +362,13 @@ def _cards(run: LoadedRun) -> str:
         for label, value, detail, cls in cards
     )
     return f'<div class="cards">{html}</div>'
+
+
+def _cv_cell(row: Mapping[str, Any], cv: str) -> str:
+    """ "mean ± std" over the held-out folds; "–" when a fold fit failed."""
+    if not _scored(row, cv):
+        return f"– ({row.get('cv_failed', '?')} fold(s) failed)" if cv in row else "–"
+    return f"{row[cv]:.1f} ± {row[f'{cv}_std']:.1f}"
 
 
 def _spread_small(value: str) -> str:
@@ -378,8 +400,8 @@ def _results_section(run: LoadedRun) -> str:
     primary = run.primary
     scored = sorted((r for r in run.summary if _scored(r, primary)), key=lambda r: -r[primary])
     rows = scored + [r for r in run.summary if not _scored(r, primary)]
-    val = f"val_{primary}"
-    cols = [c for c in [*run.recall, *MRR, val] if any(c in r for r in rows)]
+    val, cv = f"val_{primary}", cv_column(primary)
+    cols = [c for c in [*run.recall, *MRR, val, cv] if any(c in r for r in rows)]
     best = {c: max((r[c] for r in scored if _scored(r, c)), default=None) for c in cols}
     chosen = chosen_row(run.summary, primary)
     pairs = {(r["dataset"], r["encoder"]) for r in rows}
@@ -397,16 +419,24 @@ def _results_section(run: LoadedRun) -> str:
             body.append(cells)
             continue
         for c in cols:
-            text = f"{r[c]:.1f}" if c == val else _mean(r, c)
+            text = f"{r[c]:.1f}" if c == val else _cv_cell(r, c) if c == cv else _mean(r, c)
             cells.append(f"<strong>{text}</strong>" if r.get(c) == best[c] else text)
         cells.append(_num(r.get("fit_seconds")))
         body.append(cells)
     headers = [*head, *[_header(c) for c in cols], "fit s"]
-    chose = f"{_header(val)}: the validation score the choice (◀ chosen) was made on. "
+    if cv in cols:
+        chose = (
+            f"{_header(cv)}: mean ± std over the held-out folds of the training images, the "
+            "score the choice (◀ chosen) was made on. "
+        )
+    elif val in cols:
+        chose = f"{_header(val)}: the validation score the choice (◀ chosen) was made on. "
+    else:
+        chose = ""
     note = (
         '<p class="note">Test split, mean ± std over seeds (± n/a: one seed, no spread '
         "measured); R@K and MRR (mean reciprocal rank) in percent of queries, RSUM their sum "
-        f"over the K below each gallery's size. {chose if val in cols else ''}Bold green: the "
+        f"over the K below each gallery's size. {chose}Bold green: the "
         f"best value of each column (colour marks nothing else). Sorted by "
         f"{_score_name(primary)}.</p>"
     )
@@ -418,6 +448,8 @@ def _header(column: str) -> str:
     """A result column's heading: MRR says its unit (percent, like R@K)."""
     if column.startswith("val_"):
         return f"val {_score_name(column[4:])}"
+    if column.startswith("cv_"):
+        return f"CV {_score_name(column[3:])}"
     return f"{column} %" if column.endswith("_MRR") else column
 
 
