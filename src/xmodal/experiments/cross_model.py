@@ -21,6 +21,7 @@ here when the bootstrap CI of that correlation lies above zero for every system.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -145,7 +146,7 @@ def cross_model_study(
 
 
 def _default_targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    ks = sorted({int(k.split("@")[1]) for r in rows for k in r if k.startswith("t2i_R@")})
+    ks = sorted({int(m[1]) for r in rows for k in r if (m := re.fullmatch(r"t2i_R@(\d+)", k))})
     k = ks[0] if ks else 1
     return [f"t2i_R@{k}", f"i2t_R@{k}", "rsum"]
 
@@ -241,14 +242,12 @@ def findings_lines(study: CrossModelStudy) -> list[str]:
             f"{len(mine)} system(s); {detail})."
         )
     for target in study.targets:
-        clear = sorted(
-            {
-                f"{c['measure']} ({c['system']}, {c['rho']:+.2f})"
-                for c in study.correlations
-                if c["target"] == target and _excludes_zero(c)
-            }
-        )
-        out.append(f"Measures whose CI excludes 0 against {target}: {', '.join(clear) or 'none'}.")
+        clear: dict[str, list[str]] = {}
+        for c in sorted(study.correlations, key=lambda c: -abs(c["rho"])):
+            if c["target"] == target and _excludes_zero(c):
+                clear.setdefault(c["measure"], []).append(f"{c['system']} {c['rho']:+.2f}")
+        listed = "; ".join(f"{m} ({', '.join(v)})" for m, v in clear.items()) or "none"
+        out.append(f"Measures whose CI excludes 0 against {target}, strongest first: {listed}.")
     return out
 
 
@@ -276,7 +275,14 @@ def _wasserstein_lines(study: CrossModelStudy) -> list[str]:
         for c in study.wasserstein_gap
     )
     verdict = VERDICTS[study.wasserstein_holds()]
-    return [f'"The Wasserstein distance measures the modality gap" {verdict} ({detail}).']
+    out = [f'"The Wasserstein distance measures the modality gap" {verdict} ({detail}).']
+    retrieval = [
+        c for c in study.correlations if c["measure"] == WASSERSTEIN[0] and c["target"] == "rsum"
+    ]
+    if retrieval:
+        said = "; ".join(f"{c['system']}: {_interval(c)}" for c in retrieval)
+        out.append(f"Exact W2 against RSUM across pairs (lower W2, better retrieval?): {said}.")
+    return out
 
 
 def _cell(value: float, fmt: str) -> str:

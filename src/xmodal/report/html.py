@@ -292,7 +292,7 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture], worst_queries: s
         ("results", "Results", _results_section(run)),
         ("languages", "Retrieval per language", _languages_section(run, pictures)),
         ("gap", "Does the gap predict retrieval?", _gap_section(run, pictures)),
-        ("models", "Across encoder pairs", _cross_model_section(run, pictures)),
+        ("pairs", "Across encoder pairs", _cross_model_section(run, pictures)),
         ("geometry", _geometry_title(run), _geometry_section(run, pictures)),
         ("examples", "Retrieval examples", _pictures_html(pictures, "examples")),
         ("worst", "Worst queries", worst_queries),
