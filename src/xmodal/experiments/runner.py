@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from xmodal.align.base import Aligner, FitContext, FitDiverged, primary_columns
+from xmodal.align.base import (
+    Aligner,
+    FitContext,
+    FitDiverged,
+    IncompatibleParams,
+    primary_columns,
+)
 from xmodal.align.registry import build_aligner
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
@@ -560,7 +566,7 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
             shared.primary,
             label,
         )
-    except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
+    except (FitDiverged, IncompatibleParams) as e:  # a row that says so, and no numbers
         return _failed(row, e, fit, shared.ks, t)
     fit_s = time.perf_counter() - t
     try:
@@ -620,7 +626,7 @@ def _fold_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -
             shared.primary, label,
         )  # fmt: skip
         score = scores(held_out, aligner, shared.ks)[shared.primary]
-    except (FitDiverged, NonFiniteScores) as e:  # a failed fold, never averaged as a number
+    except (FitDiverged, IncompatibleParams, NonFiniteScores) as e:  # a failed fold: no number
         return _failed(row, e, fit, shared.ks, t)
     seconds = round(time.perf_counter() - t, 3)
     return row | {"status": "ok", shared.primary: score, "fit_seconds": seconds, "model": fit.model}

@@ -210,12 +210,16 @@ def plot_across_pairs(
     fig = Figure(figsize=(4.8 * ncols, 4.2 * nrows), layout="constrained")
     for i, name in enumerate(measures):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        for system, rows in points.items():
+        for k, (system, rows) in enumerate(points.items()):
             kept, a, b = measure_target_pairs(rows, name, target)
-            dots = ax.scatter(a, b, s=18, label=f"{system}: {stats.get((system, name), '')}")
+            if not len(kept):  # the system has no such measure (a learned scorer's space)
+                continue
+            ax.scatter(
+                a, b, s=18, color=f"C{k}", label=f"{system}: {stats.get((system, name), '')}"
+            )
             for r, u, v in zip(kept, a, b, strict=True):
                 label = str(rows[r].get(label_key, ""))
-                ax.annotate(label, (u, v), fontsize=5, alpha=0.7, color=dots.get_facecolor()[0])
+                ax.annotate(label, (u, v), fontsize=5, alpha=0.7, color=f"C{k}")
         ax.set_xlabel(name)
         ax.set_ylabel(target)
         _readable_ticks(ax)
