@@ -77,23 +77,24 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(hits / exact.size)
 
 
-def index_configs(n: int, dim: int) -> list[tuple[str, dict[str, Any], str, list[int]]]:
-    """(kind, build params, search parameter, its values); nlist ~ sqrt(n) as FAISS advises,
-    with the TRAIN_PER_CELL vectors per cell its k-means asks for; PQ (8 dimensions per
-    sub-quantizer, 256 centroids each) only where there are enough vectors to train it, its
-    10 x k best candidates re-ranked by their exact scores."""
+def index_configs(n: int, dim: int) -> list[tuple[str, dict[str, Any], list[dict[str, int]]]]:
+    """(kind, build params, search settings); nlist ~ sqrt(n) as FAISS advises, with the
+    TRAIN_PER_CELL vectors per cell its k-means asks for; PQ (8 dimensions per sub-quantizer,
+    256 centroids each) only where there are enough vectors to train it, kept with the exact
+    vectors so that its refine x k best candidates are re-ranked by their exact scores."""
     nlist = int(2 ** round(np.log2(np.sqrt(n))))
     while nlist > 1 and nlist * TRAIN_PER_CELL > n:
         nlist //= 2
-    probes = [p for p in (2, 4, 8, 16, 32, 64) if p <= nlist]
+    probes = [{"nprobe": p} for p in (2, 4, 8, 16, 32, 64) if p <= nlist]
+    efs = [{"ef_search": ef} for ef in (8, 16, 32, 64, 128, 256, 512)]
     configs = [
-        ("hnsw", {"M": 16, "ef_construction": 40}, "ef_search", [8, 16, 32, 64, 128]),
-        ("ivf", {"nlist": nlist}, "nprobe", probes),
+        ("hnsw", {"M": 16, "ef_construction": 40}, efs),
+        ("ivf", {"nlist": nlist}, probes),
     ]
     if n >= 256 * TRAIN_PER_CELL:
-        configs.append(
-            ("ivf", {"nlist": nlist, "pq_m": dim // 8, "refine": 10}, "nprobe", probes[1:])
-        )
+        refines = [{"nprobe": 8, "refine": r} for r in (10, 30, 100, 300)]
+        pq = {"nlist": nlist, "pq_m": dim // 8, "refine": 10}
+        configs.append(("ivf", pq, [p | {"refine": 10} for p in probes[1:4]] + refines[1:]))
     return configs
 
 
@@ -181,12 +182,15 @@ def sweep(
         | {"queries/s test": nq / exact_s["test"], "speedup test": 1.0}
         | {"load": os.getloadavg()[0]}
     ]
-    for kind, params, knob, values in index_configs(len(gallery), gallery.shape[1]):
+    for kind, params, settings in index_configs(len(gallery), gallery.shape[1]):
         index, build_s, size = built_index(kind, params, gallery, cache)
-        label = f"{kind} " + " ".join(f"{k}={v}" for k, v in params.items())
-        for value in values:
-            setattr(index, knob, value)
-            row = {"bench": "ann", "case": case, "index": label, "search": f"{knob}={value}"}
+        searched = set().union(*settings)  # search-time knobs: in the search column only
+        label = f"{kind} " + " ".join(f"{k}={v}" for k, v in params.items() if k not in searched)
+        for setting in settings:
+            for knob, value in setting.items():
+                setattr(index, knob, value)
+            search = " ".join(f"{k}={v}" for k, v in setting.items())
+            row = {"bench": "ann", "case": case, "index": label, "search": search}
             for half, rows in split.items():
                 q = queries[rows]
                 seconds = fastest(lambda q=q, index=index: index.search(q, K))
@@ -230,7 +234,9 @@ def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, case in zip(fig.subplots(2, 2).flat, cases, strict=False):
         curve = [r for r in rows if r["case"] == case and r["search"]]
         for label in dict.fromkeys(r["index"] for r in curve):
-            points = [r for r in curve if r["index"] == label]
+            points = sorted(
+                (r for r in curve if r["index"] == label), key=lambda r: r["recall@10 test"]
+            )
             ax.plot(
                 [r["recall@10 test"] for r in points],
                 [r["speedup test"] for r in points],
