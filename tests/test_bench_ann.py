@@ -75,3 +75,12 @@ def test_a_cached_index_is_reused_only_for_the_same_gallery_and_params(tmp_path)
     bench_ann.built_index("hnsw", params | {"M": 16}, gallery, tmp_path)
     bench_ann.built_index("hnsw", params, gallery[::-1].copy(), tmp_path)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
+
+
+def test_index_configs_train_every_ivf_cell_and_sweep_pq_refine_only_where_pq_trains():
+    small = bench_ann.index_configs(950, 128)
+    assert [kind for kind, _, _ in small] == ["hnsw", "ivf"]  # too few vectors for PQ
+    assert small[1][1]["nlist"] * bench_ann.TRAIN_PER_CELL <= 950
+    _, pq, settings = bench_ann.index_configs(1_000_000, 128)[2]
+    assert pq["nlist"] == 1024 and pq["pq_m"] == 16
+    assert sorted({s["refine"] for s in settings}) == [10, 30, 100, 300]
