@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import false_discovery_control
 
 from xmodal.geometry.correlation import (
     finite_number,
@@ -198,6 +197,8 @@ def _correlate(
 
 def _adjust(correlations: list[dict[str, Any]]) -> None:
     """Benjamini-Hochberg q over every test of the study, in place."""
+    from scipy.stats import false_discovery_control  # seconds to import: only when studied
+
     p = np.array([c["p_value"] for c in correlations], np.float64)
     q = np.full_like(p, np.nan)
     ok = np.isfinite(p)
