@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from xmodal.geometry.correlation import (
+    add_q_values,
     finite_number,
     measure_columns,
     measure_target_pairs,
@@ -121,7 +122,7 @@ def cross_model_study(
     dataset: str, rows: Sequence[Mapping[str, Any]], targets: Sequence[str] | None = None
 ) -> CrossModelStudy:
     """The study of one dataset's summary rows (one per encoder x aligner x metric)."""
-    ok = [r for r in rows if r.get("status", "ok") == "ok" or finite_number(r.get("rsum"))]
+    ok = [r for r in rows if finite_number(r.get("rsum"))]  # a failed fit holds NaN
     targets = list(targets or _default_targets(ok))
     encoders = list(dict.fromkeys(r["encoder"] for r in ok))
     systems = [s for s in dict.fromkeys(map(system_name, ok)) if _on_every(ok, s, encoders)]
@@ -140,7 +141,7 @@ def cross_model_study(
         for w in WASSERSTEIN:
             if w in aligned and GAP in aligned:
                 link += _correlate(points, [w], GAP, system)
-    _adjust([*found, *link])
+    add_q_values([*found, *link])
     return CrossModelStudy(dataset, systems, targets, pairs, found, link, constant)
 
 
@@ -193,19 +194,6 @@ def _correlate(
         lo, hi = spearman_ci(a, b) if math.isfinite(float(c["rho"])) else (math.nan, math.nan)
         out.append({"system": system, "target": target, **c, "ci_lo": lo, "ci_hi": hi})
     return out
-
-
-def _adjust(correlations: list[dict[str, Any]]) -> None:
-    """Benjamini-Hochberg q over every test of the study, in place."""
-    from scipy.stats import false_discovery_control  # seconds to import: only when studied
-
-    p = np.array([c["p_value"] for c in correlations], np.float64)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = false_discovery_control(p[ok])
-    for c, qv in zip(correlations, q, strict=True):
-        c["q_value"] = float(qv)
 
 
 def _nan_to_none(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -111,3 +112,17 @@ def spearman_ci(
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(rho, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def add_q_values(correlations: Sequence[dict[str, Any]]) -> None:
+    """Set each correlation's "q_value": its "p_value" adjusted (Benjamini-Hochberg) over all
+    of them, NaN where p is NaN. With dozens of tests some raw p < 0.05 are expected by chance."""
+    from scipy.stats import false_discovery_control  # seconds to import: only when studied
+
+    p = np.array([c["p_value"] for c in correlations], np.float64)
+    q = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = false_discovery_control(p[ok])
+    for c, qv in zip(correlations, q, strict=True):
+        c["q_value"] = float(qv)

@@ -30,6 +30,7 @@ import numpy as np
 from xmodal.experiments.config import ExperimentConfig
 from xmodal.experiments.run_folder import RunFolder, slug
 from xmodal.geometry.correlation import (
+    add_q_values,
     finite_number,
     is_measure,
     measure_columns,
@@ -112,15 +113,8 @@ def gap_study(
         for target in targets
         for c in rank_correlations(rows, varying, target)
     ]
-    from scipy.stats import false_discovery_control  # seconds to import: only when studied
-
-    p = np.array([c["p_value"] for c in found], np.float64)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = false_discovery_control(p[ok])
-    for c, qv in zip(found, q, strict=True):
-        c["q_value"] = float(qv)
+    add_q_values(found)
+    for c in found:
         c["reading"] = reading(c)
     return GapStudy(len(configurations), found, constant, units=len(rows))
 
