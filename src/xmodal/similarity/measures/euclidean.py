@@ -9,10 +9,10 @@ shared offset. Then:
 - block scores: the product form in float64 on the centred vectors (error below
   ~d 2^-53 (|q| + |g|)^2), and the direct formula where that still cancels
   (d^2 < CANCEL (|q|^2 + |g|^2)): every score is the direct formula's, to float32 rounding.
-- top-k: a float32 pass (sgemm) keeps the best k + MARGIN candidates
-  per query, on vectors centred on a sample's mean (or as they are, when that mean is already
-  near the origin), which are rescored by the direct formula (float64) and re-ranked. A rigorous bound
-  on the float32 error (`_error_bound`) proves, for nearly every query, that no other gallery
+- top-k: a float32 pass (sgemm) keeps the best k + MARGIN candidates per query, on vectors
+  centred on a sample's mean (or as they are, when that mean is already near the origin); they
+  are rescored by the direct formula (float64) and re-ranked. A rigorous bound on the float32
+  error (`_error_bound`) proves, for nearly every query, that no other gallery
   row comes within the k-th distance; the other queries get a second pass that rescores every
   row the bound cannot rule out. Order and ties are those of the direct formula.
 """
