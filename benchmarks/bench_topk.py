@@ -12,7 +12,9 @@ slow for the full size run on a subset of queries and are scaled linearly (the `
 says so). xmodal's Euclidean top-k is checked against the direct formula (float64) on a few
 queries of every case.
 
-    python benchmarks/bench_topk.py [--quick]
+    python benchmarks/bench_topk.py [--quick] [--scale coco|1m]
+
+--scale runs one of the two cases (with the SGEMM rate), for a shorter run on a shared machine.
 """
 
 from __future__ import annotations
@@ -201,7 +203,14 @@ def sgemm_rate(quick: bool) -> dict[str, float]:
     return _sgemm(2048, 2048, 2048, repeat) | _sgemm(1024, 16384, 384, repeat)
 
 
-def main(quick: bool = False) -> list[dict[str, Any]]:
+#: --scale names for the cases, in SCALES / QUICK_SCALES order
+SCALE_NAMES = ["coco", "1m"]
+
+
+def main(quick: bool = False, scale: str | None = None) -> list[dict[str, Any]]:
+    scales = QUICK_SCALES if quick else SCALES
+    if scale is not None:
+        scales = [scales[SCALE_NAMES.index(scale)]]
     rates = sgemm_rate(quick)
     peak = max(rates.values())
     best = max(rates, key=rates.get)
@@ -210,7 +219,7 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
         for shape, r in rates.items()
     ]
     goals: list[dict[str, Any]] = []
-    for nq, ng, d in QUICK_SCALES if quick else SCALES:
+    for nq, ng, d in scales:
         name = case_name(nq, ng, d)
         times: dict[tuple[str, str], float] = {}
         for metric, methods in METHODS.items():
@@ -312,4 +321,13 @@ def scale_goals(
 
 
 if __name__ == "__main__":
-    case_cli(__doc__, main, run_one, "small sizes (a minute or two)")
+    import sys
+
+    scale = None
+    if "--scale" in sys.argv:  # case_cli parses the rest
+        at = sys.argv.index("--scale")
+        scale = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
+        if scale not in SCALE_NAMES:
+            sys.exit(f"--scale must be one of {', '.join(SCALE_NAMES)}, got {scale!r}")
+        del sys.argv[at : at + 2]
+    case_cli(__doc__, lambda quick: main(quick, scale), run_one, "small sizes (a minute or two)")
