@@ -9,7 +9,8 @@ fastmath lets LLVM vectorise the reductions and turn chi-square's division into 
 estimate plus a Newton step (relative error ~1e-7, float32 rounding level).
 
 The top-k kernels keep one binary heap per query row (root = worst kept item) so a gallery block
-is scanned once, in parallel over rows, without sorting or materialising argpartition copies.
+is read once, in parallel over rows, without sorting or materialising argpartition copies; a
+vectorised pass of integer maxima picks the few groups of scores worth walking the heap for.
 Order is by (score, -index): among equal scores the lower gallery index wins, as in a stable sort.
 """
 
