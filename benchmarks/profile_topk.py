@@ -79,7 +79,8 @@ def profile(name: str, nq: int, ng: int, d: int, repeat: int) -> list[dict[str, 
         base = cpu_seconds(steps["products alone"], repeat)
         for step, fn in steps.items():
             secs = base if step == "products alone" else cpu_seconds(fn, repeat)
-            rows.append(_row(name, (nq, ng, d), step, secs, secs / base, flop / secs / 1e9))
+            rate = flop / secs / 1e9 if step.startswith("products") else None
+            rows.append(_row(name, (nq, ng, d), step, secs, secs / base, rate))
     rows += _kernels(name, q[:KERNEL_QUERIES], g, repeat)
     return rows
 
