@@ -108,7 +108,7 @@ def _topk(q: np.ndarray, g: np.ndarray, k: int, block_size: int):
     check_finite(cand)
     d2, idx = kernels.rerank_sq_distances(q, g, cand, k)
     if size < len(g):
-        qq = sq_norms(qc.astype(np.float64))
+        qq = sq_norms(qc, np.float64)
         bound = _error_bound(q.shape[1], np.sqrt(qq), max(g_norms))
         # every row outside the candidates is at least this far, in squared distance
         outside = qq - approx.min(1).astype(np.float64) - bound
@@ -130,7 +130,7 @@ def _rescan(q, g, qc, centre, which, limit, k, block_size):
     """Exact top-k of queries `which` among all gallery rows the float32 bound cannot place
     beyond `limit` (a squared distance at least the k-th best's)."""
     qf = qc[which]
-    qq = sq_norms(qf.astype(np.float64))
+    qq = sq_norms(qf, np.float64)
     cols = max(1, block_size // (2 * len(which)))
     best = (np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.int64))
     for g0 in range(0, len(g), cols):
