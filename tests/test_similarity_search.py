@@ -243,3 +243,15 @@ def test_merge_keeps_the_best_of_every_block_with_ties_and_non_finite(merge, k):
         np.testing.assert_array_equal(heap_i[r][kept][order], want_i, err_msg=f"row {r}")
         np.testing.assert_array_equal(heap_v[r][kept][order], want_v, err_msg=f"row {r}")
     assert not (heap_i[4] >= 0).any() and heap_i[5].max() == 100 + 2 * cols - 1
+
+
+@pytest.mark.parametrize("merge", [kernels.merge_topk, kernels.merge_topk_serial])
+def test_merge_ties_negative_and_positive_zero(merge):
+    """-0.0 == +0.0: a group holding only -0.0 at the lowest indices still wins the tie."""
+    groups = 4
+    raw = np.zeros((1, groups * kernels.PEAK_GROUP), np.float32)
+    raw[0, ::groups] = -0.0  # every score of the first group
+    shift = np.full(raw.shape[1], -0.0, np.float32)  # keeps each zero's sign
+    heap_v, heap_i = np.full((1, 2), -np.inf, np.float32), np.full((1, 2), -1, np.int64)
+    merge(raw, np.ones(raw.shape[1], np.float32), shift, 0, heap_v, heap_i)
+    assert sorted(heap_i[0]) == [0, 1]

@@ -150,8 +150,9 @@ def _float_bits(typingctx, x):
 
 @njit(inline="always")
 def _sortable(x):
-    """float32 -> an int32 in the same order as the floats; NaN -> the lowest int32."""
-    bits = _float_bits(x)
+    """float32 -> an int32 in the same order as the floats; NaN -> the lowest int32. Adding
+    +0 first turns -0 into +0, which it equals as a float (a tie the index decides)."""
+    bits = _float_bits(x + np.float32(0))
     key = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
     return key if key <= _INF_KEY else _NAN_KEY
 
