@@ -31,3 +31,20 @@ def test_every_bench_script_makes_its_goal_rows_with_goal_row():
     """A script that builds goal dicts by hand would break the one goals table."""
     for script in Path(run_all.HERE).glob("bench_*.py"):
         assert '"goal":' not in script.read_text(), script
+
+
+def test_topk_goals_without_their_baseline_are_left_out():
+    """bench_topk --methods: a goal is reported only when both of its sides were measured."""
+    import bench_topk
+
+    xmodal = {(m, "xmodal"): 1.0 for m in ("cosine", "euclidean", "manhattan", "chi_square")}
+    rows = bench_topk.scale_goals("case", xmodal, (100.0, "sgemm"), 1e9)
+    assert [r["goal"].split(": ")[1] for r in rows] == [
+        "exact cosine top-10 at >= 80% of the SGEMM rate",
+        "exact euclidean top-10 at >= 80% of the SGEMM rate",
+        "chi-square top-10 within 1.5x of Manhattan's time",
+    ]
+    with_faiss = xmodal | {("cosine", "faiss"): 2.0}
+    rows = bench_topk.scale_goals("case", with_faiss, (100.0, "sgemm"), 1e9)
+    faiss = [r for r in rows if "FAISS" in r["goal"]]
+    assert len(faiss) == 1 and faiss[0]["ratio"] == 2.0 and faiss[0]["met"] == "yes"

@@ -120,7 +120,7 @@ def _offset_data(offset: float, seed: int = 4):
     return q, g
 
 
-@pytest.mark.parametrize("offset", [1e3, 3e4])
+@pytest.mark.parametrize("offset", [0.0, 0.2, 1e3, 3e4])  # 0.2: centred, yet near the origin
 @pytest.mark.parametrize("block_size", [64, 1 << 24])
 def test_euclidean_topk_is_exact_under_a_large_common_offset(offset, block_size):
     q, g = _offset_data(offset)
@@ -193,3 +193,65 @@ def test_threaded_product_topk_is_exact_with_ties(monkeypatch, metric, block_siz
     want = stable_order(ref, 9)
     np.testing.assert_array_equal(idx, want)
     np.testing.assert_allclose(scores, np.take_along_axis(ref, want, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("offset", "centred"), [(0.0, False), (0.2, True), (1e3, True)])
+def test_euclidean_topk_centres_only_a_gallery_off_the_origin(offset, centred):
+    """The float32 pass reads the gallery in place only where its mean is near the origin
+    (within 1/16 of the rows' spread: 0.2 per coordinate of 16 is 0.8 against 4 / 16)."""
+    from xmodal.similarity.measures import euclidean
+
+    g = (offset + np.random.default_rng(8).standard_normal((3000, 16))).astype(np.float32)
+    centre = euclidean._centre(g)
+    assert (centre is not None) == centred
+    if centred:
+        np.testing.assert_allclose(centre, offset, atol=0.1)
+
+
+def _reference_heap(mapped: np.ndarray, k: int, offset: int):
+    """Per row, the k best (score, index): NaN and -inf never kept, ties to the lower index."""
+    out = []
+    for row in mapped:
+        cols = np.flatnonzero(row > -np.inf)
+        order = np.lexsort((cols, -row[cols]))[:k]
+        out.append((row[cols[order]], cols[order] + offset))
+    return out
+
+
+@pytest.mark.parametrize("merge", [kernels.merge_topk, kernels.merge_topk_serial])
+@pytest.mark.parametrize("k", [1, 6, 40])
+def test_merge_keeps_the_best_of_every_block_with_ties_and_non_finite(merge, k):
+    """Rows long enough for several peak groups and a tail, two blocks at an offset, scores
+    mapped by scale and shift; small integers tie everywhere, NaN / -inf / +inf scattered."""
+    rng = np.random.default_rng(7)
+    rows, cols = 10, 5 * kernels.PEAK_GROUP**2 + 7
+    raw = rng.integers(-30, 30, (rows, 2 * cols)).astype(np.float32)
+    raw[0] = 3  # one value everywhere: the k lowest indices win
+    raw[1, ::7], raw[2, 5::3] = np.nan, np.inf
+    raw[3, ::2], raw[4] = -np.inf, np.nan  # row 4 keeps nothing
+    raw[5, -1] = 99  # the best score at the last index
+    scale = rng.choice([1.0, 2.0], 2 * cols).astype(np.float32)
+    shift = rng.integers(-3, 3, 2 * cols).astype(np.float32)
+    heap_v, heap_i = np.full((rows, k), -np.inf, np.float32), np.full((rows, k), -1, np.int64)
+    for start in (0, cols):
+        part = slice(start, start + cols)
+        merge(raw[:, part].copy(), scale[part], shift[part], 100 + start, heap_v, heap_i)
+    mapped = raw * scale + shift
+    for r, (want_v, want_i) in enumerate(_reference_heap(mapped, k, 100)):
+        kept = heap_i[r] >= 0
+        order = np.lexsort((heap_i[r][kept], -heap_v[r][kept]))
+        np.testing.assert_array_equal(heap_i[r][kept][order], want_i, err_msg=f"row {r}")
+        np.testing.assert_array_equal(heap_v[r][kept][order], want_v, err_msg=f"row {r}")
+    assert not (heap_i[4] >= 0).any() and heap_i[5].max() == 100 + 2 * cols - 1
+
+
+@pytest.mark.parametrize("merge", [kernels.merge_topk, kernels.merge_topk_serial])
+def test_merge_ties_negative_and_positive_zero(merge):
+    """-0.0 == +0.0: a group holding only -0.0 at the lowest indices still wins the tie."""
+    groups = 4
+    raw = np.zeros((1, groups * kernels.PEAK_GROUP), np.float32)
+    raw[0, ::groups] = -0.0  # every score of the first group
+    shift = np.full(raw.shape[1], -0.0, np.float32)  # keeps each zero's sign
+    heap_v, heap_i = np.full((1, 2), -np.inf, np.float32), np.full((1, 2), -1, np.int64)
+    merge(raw, np.ones(raw.shape[1], np.float32), shift, 0, heap_v, heap_i)
+    assert sorted(heap_i[0]) == [0, 1]

@@ -9,14 +9,17 @@ fastmath lets LLVM vectorise the reductions and turn chi-square's division into 
 estimate plus a Newton step (relative error ~1e-7, float32 rounding level).
 
 The top-k kernels keep one binary heap per query row (root = worst kept item) so a gallery block
-is scanned once, in parallel over rows, without sorting or materialising argpartition copies.
+is read once, in parallel over rows, without sorting or materialising argpartition copies; a
+vectorised pass of integer maxima picks the few groups of scores worth walking the heap for.
 Order is by (score, -index): among equal scores the lower gallery index wins, as in a stable sort.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 GROUP = 16  # queries per parallel task
 SPAN = 4096  # gallery rows per parallel task: a few queries still keep every core busy
@@ -24,6 +27,10 @@ CHUNK = 128  # gallery rows streamed per pass over a task's queries (128 x 512 f
 #: added to chi-square denominators: 0/0 becomes 0 (the numerator vanishes with the denominator),
 #: and every other term is unchanged unless |x| + |y| < 1e-23
 _TINY = np.float32(1e-30)
+#: scores per group in the top-k merge: one peak per group decides whether it is scanned
+PEAK_GROUP = 16
+_INF_KEY = np.int32(0x7F800000)  # +inf's sortable key (its bits: positive floats keep theirs)
+_NAN_KEY = np.int32(-(2**31))
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -124,11 +131,84 @@ def _replace_root(hv: np.ndarray, hi: np.ndarray, v: float, idx: int) -> None:
 
 
 @njit(inline="always")
-def _merge_row(block, r, scale, shift, offset, hv, hi) -> None:
-    for j in range(block.shape[1]):
-        s = np.float32(block[r, j] * scale[j] + shift[j])
-        if s > hv[0]:  # equal scores lose to the kept item: it has the lower index
-            _replace_root(hv, hi, s, offset + j)
+def _push(hv, hi, s, idx) -> None:
+    if _worse(hv[0], hi[0], s, idx):  # NaN and -inf never enter (the root starts at -inf, -1)
+        _replace_root(hv, hi, s, idx)
+
+
+@intrinsic
+def _float_bits(typingctx, x):
+    """The bits of a float32 as an int32 (a register move, no memory)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@njit(inline="always")
+def _sortable(x):
+    """float32 -> an int32 in the same order as the floats; NaN -> the lowest int32. Adding
+    +0 first turns -0 into +0, which it equals as a float (a tie the index decides)."""
+    bits = _float_bits(x + np.float32(0))
+    key = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    return key if key <= _INF_KEY else _NAN_KEY
+
+
+@njit(inline="always")
+def _score(row, scale, shift, j):
+    return np.float32(row[j] * scale[j] + shift[j])
+
+
+@njit(inline="always")
+def _group_peaks(row, scale, shift, peaks) -> None:
+    """peaks[t] = the sortable key of the best of scores t, t + G, ..., t + (PEAK_GROUP - 1) G,
+    G = len(peaks): strided groups, so the max runs lane by lane (vectorised) and compares
+    integers (a float max would have to keep NaN's semantics)."""
+    groups = peaks.shape[0]
+    for t in range(groups):
+        peaks[t] = _sortable(_score(row, scale, shift, t))
+    for s in range(1, PEAK_GROUP):
+        for t in range(groups):
+            peaks[t] = max(peaks[t], _sortable(_score(row, scale, shift, s * groups + t)))
+
+
+@njit(inline="always")
+def _kth_peak(peaks, top, floor):
+    """The k-th largest of `peaks` (k = len(top), a scratch array) if above `floor`, else
+    `floor`: each peak is a distinct score of the row, so its k-th best score is at least this."""
+    k = top.shape[0]
+    top[:] = floor  # descending
+    for p in peaks:
+        if p > top[k - 1]:
+            n = k - 1
+            while n > 0 and top[n - 1] < p:
+                top[n] = top[n - 1]
+                n -= 1
+            top[n] = p
+    return top[k - 1]
+
+
+@njit(inline="always")
+def _merge_row(row, scale, shift, offset, hv, hi, peaks, top) -> None:
+    """Fold one row of raw scores, mapped by scale and shift, into its heap.
+
+    The heap is walked only for groups of PEAK_GROUP scores whose peak reaches both the heap's
+    worst item and the k-th largest peak of the row (no score below that can be among the
+    row's best k): one vectorised pass over the row and a scalar pass over a few dozen
+    scores, instead of a compare and branch per score."""
+    n, groups = row.shape[0], peaks.shape[0]
+    _group_peaks(row, scale, shift, peaks)
+    floor = _kth_peak(peaks, top, _sortable(hv[0]))
+    for t in range(groups):
+        # >=: a score equal to the root still enters if its index is lower
+        if peaks[t] >= floor and peaks[t] >= _sortable(hv[0]):
+            for j in range(t, groups * PEAK_GROUP, groups):
+                _push(hv, hi, _score(row, scale, shift, j), offset + j)
+    for j in range(groups * PEAK_GROUP, n):
+        _push(hv, hi, _score(row, scale, shift, j), offset + j)
 
 
 @njit(parallel=True, cache=True)
@@ -146,8 +226,10 @@ def merge_topk(
     The per-column affine map lets cosine (1 / |g|) and Euclidean ranking (2 q.g - |g|^2) reuse
     the raw matrix product without another pass over the block. NaN scores never enter a heap.
     """
+    peaks = np.empty((block.shape[0], block.shape[1] // PEAK_GROUP), np.int32)
+    top = np.empty(heap_v.shape, np.int32)
     for r in prange(block.shape[0]):
-        _merge_row(block, r, scale, shift, offset, heap_v[r], heap_i[r])
+        _merge_row(block[r], scale, shift, offset, heap_v[r], heap_i[r], peaks[r], top[r])
 
 
 @njit(nogil=True, cache=True)
@@ -161,8 +243,10 @@ def merge_topk_serial(
 ) -> None:
     """`merge_topk` on one thread with the GIL released: for worker threads that each score
     and merge their own blocks (a parallel numba kernel must not run in several at once)."""
+    peaks = np.empty(block.shape[1] // PEAK_GROUP, np.int32)
+    top = np.empty(heap_v.shape[1], np.int32)
     for r in range(block.shape[0]):
-        _merge_row(block, r, scale, shift, offset, heap_v[r], heap_i[r])
+        _merge_row(block[r], scale, shift, offset, heap_v[r], heap_i[r], peaks, top)
 
 
 @njit(fastmath=True, inline="always")

@@ -47,8 +47,9 @@ def _check_pair(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, n
     return q, g
 
 
-def sq_norms(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x)
+def sq_norms(x: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """Row-wise squared norms, accumulated in `dtype` (x's by default) without a cast copy."""
+    return np.einsum("ij,ij->i", x, x, dtype=dtype)
 
 
 def block_scores(queries: np.ndarray, gallery: np.ndarray, metric: Metric | str) -> np.ndarray:
