@@ -49,7 +49,7 @@ def embed_ratio(n_images: int) -> list[dict[str, Any]]:
         for name, executor in (("local", run_local), ("ray", ray_exec)):
             job = EmbedJob("effnet-lite0", "minilm", f"{tmp}/{name}")
             t = time.perf_counter()
-            embed_collection(ds, "tuxpaint", job, executor, shard)
+            embed_collection("tuxpaint", job, executor, shard, dataset=ds)
             times[name] = time.perf_counter() - t
         ray.shutdown()
         rows.append(

@@ -97,15 +97,11 @@ def test_metadata_links_each_caption_to_its_image(local_out):
 
 
 def test_ray_executor_gives_the_local_output(ray_local, local_out, tux_source, tmp_path):
-    from xmodal.data.loaders import load_dataset
     from xmodal.executors import EmbedJob, embed_collection
     from xmodal.executors.ray_data import RayExecutor
 
-    source = f"manifest:{tux_source}"
     job = EmbedJob("effnet-lite0", "minilm", str(tmp_path / "ray"))
-    result = embed_collection(
-        load_dataset(source), source, job, RayExecutor(concurrency=2), SHARD_SIZE
-    )
+    result = embed_collection(f"manifest:{tux_source}", job, RayExecutor(concurrency=2), SHARD_SIZE)
     assert result.shards == 5 and result.kept == 0 and result.images == 24
     assert_same_collection(local_out, tmp_path / "ray")
     assert (tmp_path / "ray" / "problems.jsonl").read_text() == (
@@ -140,13 +136,10 @@ def test_another_job_in_the_same_folder_is_refused(local_out, tux_source, tmp_pa
     out = tmp_path / "copy"
     shutil.copytree(local_out, out)
     with pytest.raises(ValueError, match="shard_size was 5, now 7"):
-        from xmodal.data.loaders import load_dataset
         from xmodal.executors import EmbedJob, embed_collection, run_local
 
-        source = f"manifest:{tux_source}"
-        embed_collection(
-            load_dataset(source), source, EmbedJob("effnet-lite0", "minilm", str(out)), run_local, 7
-        )
+        job = EmbedJob("effnet-lite0", "minilm", str(out))
+        embed_collection(f"manifest:{tux_source}", job, run_local, 7)
 
 
 def test_embeddings_folder_is_a_run_source(local_out, tmp_path):
@@ -312,4 +305,52 @@ def test_a_change_of_preprocessing_midway_is_refused(tmp_path):
             yield ShardRecord(t.index, 2, 2, {}, encoders, {"image": 2, "text": 2})
 
     with pytest.raises(ValueError, match="preprocessing changed"):
-        embed_collection(ds, "toy", EmbedJob("a", "b", str(tmp_path / "out")), executor, 2)
+        job = EmbedJob("a", "b", str(tmp_path / "out"))
+        embed_collection("toy", job, executor, 2, dataset=ds)
+
+
+def test_the_driver_streams_the_listing_and_passes_shards_by_number(tmp_path):
+    """The driver's memory does not grow with the pairs: executors get shard numbers and
+    checksums (PlannedShard), and each shard's rows are read from its listing file."""
+    import tracemalloc
+
+    from data_fixtures import write_png, write_text
+
+    from xmodal.executors import EmbedJob, embed_collection
+    from xmodal.shards import PlannedShard, ShardRecord
+
+    image = write_png(tmp_path / "one.png")
+    first: list = []
+
+    def rows_only(job, shards):  # an executor that reads each shard's rows and embeds nothing
+        for shard in shards:
+            assert type(shard) is PlannedShard
+            task = shard.task(Path(job.folder))
+            if task.index == 0:
+                first[:] = [len(task.images), task.captions[:2]]
+            dims = {"image": 2, "text": 2}
+            encoders = {"image": "image:a", "text": "text:b"}
+            yield ShardRecord(task.index, len(task.images), len(task.captions), {}, encoders, dims)
+
+    peaks = []
+    for n in (200, 2_000, 20_000):  # the first run loads the libraries: not measured
+        rows = [f"{image},pair {k} with a caption of some length,im{k // 2}" for k in range(n)]
+        source = write_text(tmp_path / f"m{n}.csv", "image,caption,image_id\n" + "\n".join(rows))
+        out = tmp_path / f"out{n}"
+        tracemalloc.start()
+        result = embed_collection(
+            f"manifest:{source}", EmbedJob("a", "b", str(out)), rows_only, 500
+        )
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert (result.shards, result.images, result.captions) == (-(-n // 1000), n // 2, n)
+        assert not (out / "listing").exists()  # the driver's workspace goes once complete
+    assert first == [
+        500,
+        [
+            ("m20000.csv:2", "pair 0 with a caption of some length", "im0"),
+            ("m20000.csv:3", "pair 1 with a caption of some length", "im0"),
+        ],
+    ]
+    # in memory, the dataset and the plan cost ~1 KB per pair: 20 MB at 20k, ten times 2k
+    assert peaks[2] < 1.5 * peaks[1] and peaks[2] < 4 << 20, peaks

@@ -185,8 +185,8 @@ def embed(
     on_shard: Callable[[ShardRecord], None] | None = None,
 ) -> EmbedResult:
     """Embed a dataset into a sharded folder (npy vectors, parquet metadata, a manifest with a
-    checksum per shard), locally or on Ray actors; a rerun resumes what a killed run finished."""
-    from xmodal.data.loaders import load_dataset
+    checksum per shard), locally or on Ray actors; a rerun resumes what a killed run finished.
+    A manifest source is streamed: the driver's memory does not grow with its rows."""
     from xmodal.executors import EmbedJob, embed_collection, run_local
 
     job = EmbedJob(image, text, str(out), dtype, batch_size, device)
@@ -197,8 +197,7 @@ def embed(
         run = RayExecutor(ray_address, concurrency, cpus_per_actor, gpus_per_actor)
     elif executor != "local":
         raise ValueError(f"unknown executor {executor!r}; choose local or ray")
-    dataset = load_dataset(source, images=images)
-    return embed_collection(dataset, source, job, run, shard_size, on_shard)
+    return embed_collection(source, job, run, shard_size, on_shard, images=images)
 
 
 def build_sharded_index(
