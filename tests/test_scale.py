@@ -184,7 +184,8 @@ def test_index_build_from_shards_reports_recall_both_ways(local_out, tmp_path, c
     for side, key in (("images", "t2i_recall@10"), ("captions", "i2t_recall@10")):
         assert pq[side]["kind"] == "ivfpq" and 0.0 <= pq[side][key] <= 1.0
         assert load_index(tmp_path / "pq" / side).kind == "ivf"
-    assert json.loads((tmp_path / "pq" / "collection.json").read_text()) == pq
+    header = json.loads((tmp_path / "pq" / "collection.json").read_text())
+    assert {key: header[key] for key in pq} == pq and "aligner.safetensors" in header["sha256"]
 
 
 def test_index_build_without_aligner_needs_one_space(local_out, tmp_path, capsys):
@@ -354,3 +355,78 @@ def test_the_driver_streams_the_listing_and_passes_shards_by_number(tmp_path):
     ]
     # in memory, the dataset and the plan cost ~1 KB per pair: 20 MB at 20k, ten times 2k
     assert peaks[2] < 1.5 * peaks[1] and peaks[2] < 4 << 20, peaks
+
+
+@pytest.fixture(scope="session")
+def ridge(local_out, tmp_path_factory) -> Path:
+    from xmodal.align.registry import build_aligner
+    from xmodal.experiments.pipeline import load_embedded
+
+    whole, _ = load_embedded(local_out)
+    path = tmp_path_factory.mktemp("ridge") / "ridge.safetensors"
+    build_aligner("ridge", metric="cosine").fit(whole.all).save(path)
+    return path
+
+
+def test_search_an_index_of_shards_as_a_collection(local_out, ridge, tmp_path, capsys):
+    """`xmodal search` on an index built from shards: exact (flat) hits equal a search of the
+    aligned vectors in memory, in the output format of a collection; on-disk IVF-PQ too."""
+    from xmodal.align.base import load_aligner
+    from xmodal.encoders.registry import build_image_encoder, build_text_encoder
+    from xmodal.similarity import topk
+
+    for budget, name in (("1G", "flat"), ("2K", "disk")):
+        argv = ["index", "build", str(local_out), "--aligner", str(ridge), "--quiet"]
+        assert main([*argv, "--max-index-memory", budget, "--out", str(tmp_path / name)]) == 0
+    assert (tmp_path / "disk" / "images" / "lists.ivfdata").is_file()
+    capsys.readouterr()
+    dataset, images, texts = ShardedEmbeddings(local_out).load()
+    aligner = load_aligner(ridge)
+    query, picture = "a red apple", dataset.images[3].path
+
+    q = aligner.transform_texts(build_text_encoder("minilm").encode_texts([query]))
+    want = topk(q, aligner.transform_images(images), 5, "cosine")[1][0]
+    assert main(["search", str(tmp_path / "flat"), query, "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:] for line in lines] == [
+        [dataset.images[r].id, str(dataset.images[r].path)] for r in want
+    ]
+    v = aligner.transform_images(build_image_encoder("effnet-lite0").encode_images([picture]))
+    want = topk(v, aligner.transform_texts(texts), 3, "cosine")[1][0]
+    assert main(["search", str(tmp_path / "flat"), "--image", str(picture), "-k", "3"]) == 0
+    shown = [c.text + f"  [{c.image_id}]" for c in (dataset.captions[r] for r in want)]
+    assert [line[11:] for line in capsys.readouterr().out.splitlines()] == shown
+
+    assert main(["search", str(tmp_path / "disk"), query, "--quiet"]) == 0
+    paths = {im.id: str(im.path) for im in dataset.images}
+    hits = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert len(hits) == 5 and all(paths[image_id] == path for _, image_id, path in hits)
+
+
+def test_hits_read_the_metadata_of_their_shards_only(local_out, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(local_out, out)
+    (out / "metadata" / "metadata_00004.parquet").write_bytes(b"not parquet")
+    shards = ShardedEmbeddings(out)
+    dataset = ShardedEmbeddings(local_out).load()[0]
+    first = [(im.id, str(im.path)) for im in dataset.images[:2]]
+    assert shards.image_items([1, 0, 1]) == [first[1], first[0], first[1]]
+    caption = dataset.captions[2]
+    image = next(im for im in dataset.images if im.id == caption.image_id)
+    assert shards.caption_items([2]) == [(caption.text, caption.image_id, str(image.path))]
+    with pytest.raises(IntegrityError, match="metadata_00004.parquet: checksum mismatch"):
+        shards.image_items([0, len(dataset.images) - 1])  # the last image is in shard 4
+
+
+def test_an_index_of_shards_needs_its_embedding_folder(local_out, ridge, tmp_path, capsys):
+    source = tmp_path / "emb"
+    shutil.copytree(local_out, source)
+    api_build = ["index", "build", str(source), "--aligner", str(ridge), "--quiet"]
+    assert main([*api_build, "--max-index-memory", "2K", "--out", str(tmp_path / "ix")]) == 0
+    capsys.readouterr()
+    assert main(["index", "verify", str(tmp_path / "ix")]) == 0
+    # collection.json, the aligner, and per side index.json, index.faiss, lists.ivfdata, ids.npy
+    assert capsys.readouterr().out.startswith("10 files")
+    shutil.move(source, tmp_path / "elsewhere")
+    assert main(["search", str(tmp_path / "ix"), "a cat", "--quiet"]) == 2
+    assert "the embedding folder this index was built from" in capsys.readouterr().err

@@ -39,6 +39,7 @@ __all__ = [
     "search",
     "serve",
     "train",
+    "verify_index",
     "write_report",
 ]
 
@@ -220,6 +221,15 @@ def build_sharded_index(
     )
 
 
+def verify_index(collection: str | Path) -> list[Path]:
+    """Read every file of a collection or index folder whole and check its SHA-256 (opening
+    one checks files over 256 MiB by size and sampled blocks only); returns the files checked.
+    A damaged or missing file raises IntegrityError naming it."""
+    from xmodal.retrieval.collection import verify_collection
+
+    return verify_collection(collection)
+
+
 def search(
     collection: str | Path,
     query: str | None = None,
@@ -228,17 +238,18 @@ def search(
     k: int = 5,
     progress: bool = True,
 ) -> list[Hit]:
-    """The k images closest to a text `query`, or the k captions closest to an `image` file
-    (hits carry absolute image paths). Without `progress`, or off a terminal, the model
-    libraries load their weights quietly."""
+    """The k images closest to a text `query`, or the k captions closest to an `image` file,
+    in a collection built by `build_index` (hits carry absolute image paths) or by
+    `build_sharded_index` (hits carry the paths the embedding folder recorded). Without
+    `progress`, or off a terminal, the model libraries load their weights quietly."""
     from xmodal.progress import bars, silence_libraries
-    from xmodal.retrieval.collection import Collection
+    from xmodal.retrieval.collection import open_collection
 
     if (query is None) == (image is None):
         raise ValueError("give a text query or an image (one of the two)")
     if not bars(progress):
         silence_libraries()
-    found = Collection(collection)
+    found = open_collection(collection)
     if image is not None:
         return found.search_image(image, k)
     assert query is not None

@@ -11,7 +11,7 @@ queries of the other modality (captions searching images, images searching capti
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import re
 import shutil
@@ -24,8 +24,16 @@ import numpy as np
 
 from xmodal.align.base import Aligner, load_aligner
 from xmodal.align.identity import Identity
-from xmodal.files import atomic_write_text
-from xmodal.retrieval.index import FlatIndex, Index, IVFIndex
+from xmodal.files import IntegrityError, atomic_path
+from xmodal.retrieval.collection import META, Searchable
+from xmodal.retrieval.index import (
+    FlatIndex,
+    Index,
+    IVFIndex,
+    load_index,
+    read_manifest,
+    write_manifest,
+)
 from xmodal.shards import ShardedEmbeddings
 from xmodal.similarity import Metric, l2_normalize, topk
 
@@ -35,6 +43,9 @@ PQ_M = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
 BLOCK = 1 << 16
 #: FAISS wants about this many training points per k-means centroid
 POINTS_PER_CENTROID = 39
+#: what the header (collection.json) of an index of an embedding folder says it is
+LAYOUT = "sharded"
+ALIGNER = "aligner.safetensors"
 
 
 @dataclass(frozen=True)
@@ -111,12 +122,11 @@ Blocks = Callable[[], Iterator[tuple[int, np.ndarray]]]
 
 def side_blocks(shards: ShardedEmbeddings, side: str, transform: Callable) -> Blocks:
     """The aligned vectors of `side` ("images" or "captions"), shard by shard, in blocks."""
-    attr = "images" if side == "images" else "texts"
 
     def blocks() -> Iterator[tuple[int, np.ndarray]]:
         start = 0
-        for shard in shards:
-            raw = getattr(shard, attr)
+        for k in range(len(shards.records)):
+            raw = shards.vectors(k, side)
             for s in range(0, len(raw), BLOCK):
                 yield start + s, transform(np.asarray(raw[s : s + BLOCK], np.float32))
             start += len(raw)
@@ -128,9 +138,9 @@ def sample_rows(
     shards: ShardedEmbeddings, side: str, rows: np.ndarray, transform: Callable
 ) -> np.ndarray:
     """Aligned vectors of the given global rows (sorted), read shard by shard."""
-    attr, out, start = ("images" if side == "images" else "texts"), [], 0
-    for shard in shards:
-        raw = getattr(shard, attr)
+    out, start = [], 0
+    for k in range(len(shards.records)):
+        raw = shards.vectors(k, side)
         local = rows[(rows >= start) & (rows < start + len(raw))] - start
         if len(local):
             out.append(transform(np.asarray(raw[local], np.float32)))
@@ -251,7 +261,9 @@ def build_sharded_collection(
         "captions": (shards.n_captions, aligner.transform_texts),
     }
     report: dict[str, Any] = {
+        "layout": LAYOUT,
         "source": str(Path(folder).resolve()),
+        "fingerprint": shards.manifest["fingerprint"],
         "image_encoder": shards.image_encoder,
         "text_encoder": shards.text_encoder,
         "aligner": str(aligner_path) if aligner_path else "identity",
@@ -283,7 +295,58 @@ def build_sharded_collection(
             f"{direction}_recall@{k}": recall_at_k(found, exact),
             "queries": len(q),
         }
+    files = []
     if aligner_path:
-        shutil.copyfile(aligner_path, out / "aligner.safetensors")
-    atomic_write_text(out / "collection.json", json.dumps(report, indent=2) + "\n")
+        with atomic_path(out / ALIGNER) as tmp:
+            shutil.copyfile(aligner_path, tmp)
+        files.append(out / ALIGNER)
+    write_manifest(out / META, report, files)  # last: a folder without it was never finished
     return report
+
+
+class ShardedCollection(Searchable):
+    """An index folder written by `build_sharded_collection`, searched like a `Collection`:
+    its hits are named (ids, paths, captions) from the metadata of the embedding folder it was
+    built from, reading only the shards the hits fall in. Each side's index opens on its first
+    query; on-disk lists are memory-mapped, so opening costs no more with n."""
+
+    def __init__(self, folder: str | Path, device: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.meta = read_manifest(self.folder / META)
+        if self.meta.get("layout") != LAYOUT:
+            raise ValueError(f"{self.folder / META}: not an index of an embedding folder")
+        if self.meta["aligner"] == "identity":
+            self.aligner: Aligner = Identity(self.meta["metric"])
+        else:
+            self.aligner = load_aligner(self.folder / ALIGNER)
+        source = Path(self.meta["source"])
+        if not (source / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"{source}: the embedding folder this index was built from (where its hits' "
+                "ids, paths and captions are) is not there; put it back or rebuild the index"
+            )
+        self.shards = ShardedEmbeddings(source)
+        if self.shards.manifest["fingerprint"] != self.meta["fingerprint"]:
+            raise IntegrityError(source, f"holds other embeddings than {self.folder} indexed")
+        self._device = device
+
+    @functools.cached_property
+    def image_index(self) -> Index:
+        return self._side("images")
+
+    @functools.cached_property
+    def caption_index(self) -> Index:
+        return self._side("captions")
+
+    def _side(self, name: str) -> Index:
+        index = load_index(self.folder / name)
+        if len(index) != self.meta[name]["n"]:
+            why = f"{len(index)} vectors, {META} says {self.meta[name]['n']}"
+            raise IntegrityError(self.folder / name, why)
+        return index
+
+    def _images(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        return self.shards.image_items(rows)
+
+    def _captions(self, rows: np.ndarray) -> list[tuple[str, str, str]]:
+        return self.shards.caption_items(rows)
