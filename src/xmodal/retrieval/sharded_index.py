@@ -11,10 +11,13 @@ queries of the other modality (captions searching images, images searching capti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +49,8 @@ POINTS_PER_CENTROID = 39
 #: what the header (collection.json) of an index of an embedding folder says it is
 LAYOUT = "sharded"
 ALIGNER = "aligner.safetensors"
+#: the inverted lists of an on-disk index, beside its index.faiss
+LISTS = "lists.ivfdata"
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,6 @@ def _build_on_disk(
 ) -> Index:
     """One small IVF file per block, then merged into `lists.ivfdata` read by memory map."""
     import faiss
-    from faiss.contrib.ondisk import merge_ondisk
 
     parts_dir = folder / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -197,11 +201,50 @@ def _build_on_disk(
         parts.append(str(parts_dir / f"part_{len(parts):05d}.index"))
         faiss.write_index(part, parts[-1])
         del part
-    merge_ondisk(index.index_, parts, str(folder / "lists.ivfdata"))
+    with atomic_path(folder / LISTS) as tmp:
+        lists = _merge_on_disk(index.index_, parts, tmp)
+    lists.filename = str(folder / LISTS)  # what index.faiss records: the file's final name
+    shutil.rmtree(parts_dir)
     index.ids_ = np.arange(index.index_.ntotal, dtype=np.int64)
     index.save(folder)
-    shutil.rmtree(parts_dir)
     return index
+
+
+def _merge_on_disk(trained: Any, parts: list[str], path: Path) -> Any:
+    """faiss.contrib.ondisk.merge_ondisk, except that the parts are unmapped once merged (it
+    keeps them mapped, and their disk space taken, until the process ends) and that FAISS's
+    progress line goes to stderr, not into the output of a command. Returns the lists."""
+    import faiss
+
+    indexes = [faiss.read_index(p, faiss.IO_FLAG_MMAP) for p in parts]  # mapped, not read
+    ivf = faiss.extract_index_ivf(trained)
+    lists: Any = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
+    merged = faiss.InvertedListsPtrVector()  # type: ignore[attr-defined]
+    for part in indexes:
+        merged.push_back(faiss.extract_index_ivf(part).invlists)
+    with _stdout_to_stderr():
+        ntotal = lists.merge_from_multiple(merged.data(), merged.size(), False)
+    del merged, indexes  # frees the parts' lists: their maps go
+    trained.ntotal = ivf.ntotal = ntotal
+    ivf.replace_invlists(lists, True)
+    lists.thisown = False  # the index owns the lists now
+    return lists
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Route what C code prints to stdout (file descriptor 1) to stderr meanwhile."""
+    import ctypes
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def exact_topk(
