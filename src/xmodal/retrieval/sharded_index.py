@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,22 +163,32 @@ def build_from_blocks(
     nprobe: int = 16,
 ) -> Index:
     """Build the planned index over every block, save it into `folder` and return it."""
+    return fill_index(trained_index(plan, metric, train, nprobe), blocks, plan, metric, folder)
+
+
+def trained_index(
+    plan: IndexPlan, metric: Metric | str, train: np.ndarray | None, nprobe: int = 16
+) -> Index:
+    """The planned index, empty; an IVF-PQ one trained on the sample `train`."""
     if plan.kind == "flat":
-        index: Index = FlatIndex(plan.dim, metric)
-        for _, x in blocks():
-            index.add(x)
-        index.save(folder)
-        return index
+        return FlatIndex(plan.dim, metric)
     if train is None:
         raise ValueError(f"{plan.describe()} needs a training sample")
     index = IVFIndex(plan.dim, metric, plan.nlist, nprobe, plan.pq_m, plan.pq_bits)
     index.index_.train(_faiss_ready(train, metric))
-    if not plan.on_disk:
-        for _, x in blocks():
-            index.add(x)
-        index.save(folder)
-        return index
-    return _build_on_disk(index, blocks, plan, metric, folder)
+    return index
+
+
+def fill_index(
+    index: Index, blocks: Blocks, plan: IndexPlan, metric: Metric | str, folder: Path
+) -> Index:
+    """Add every block to the (trained) index and save it into `folder`."""
+    if isinstance(index, IVFIndex) and plan.on_disk:
+        return _build_on_disk(index, blocks, plan, metric, folder)
+    for _, x in blocks():
+        index.add(x)
+    index.save(folder)
+    return index
 
 
 def _faiss_ready(x: np.ndarray, metric: Metric | str) -> np.ndarray:
@@ -322,21 +333,28 @@ def build_sharded_collection(
         blocks = side_blocks(shards, name, transform)
         dim = transform(np.zeros((1, shards.dims()[name != "images"]), np.float32)).shape[1]
         plan = plan_index(n, dim, max_memory, aligner.metric, train_size)
+        clock = _Clock()
         train = None
         if plan.kind == "ivfpq":
             rows = np.sort(rng.choice(n, min(n, train_size), replace=False))
             train = sample_rows(shards, name, rows, transform)
-        index = build_from_blocks(blocks, plan, aligner.metric, train, out / name, nprobe)
+        clock.lap("sample")
+        index = trained_index(plan, aligner.metric, train, nprobe)
+        clock.lap("train")
+        index = fill_index(index, blocks, plan, aligner.metric, out / name)
+        clock.lap("add")
         other = "captions" if name == "images" else "images"
         q = sample_rows(shards, other, held_out[other], sides[other][1])
         exact = exact_topk(q, blocks, min(k, n), aligner.metric)[1]
         found = index.search(q, min(k, n))[1]
+        clock.lap("recall")
         direction = "t2i" if name == "images" else "i2t"
         report[name] = {
             **asdict(plan),
             "plan": plan.describe(),
             f"{direction}_recall@{k}": recall_at_k(found, exact),
             "queries": len(q),
+            "seconds": clock.laps,
         }
     files = []
     if aligner_path:
@@ -345,6 +363,19 @@ def build_sharded_collection(
         files.append(out / ALIGNER)
     write_manifest(out / META, report, files)  # last: a folder without it was never finished
     return report
+
+
+class _Clock:
+    """Seconds spent in each named phase, in order."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
 
 
 class ShardedCollection(Searchable):
