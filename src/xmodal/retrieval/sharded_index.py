@@ -7,6 +7,7 @@ in RAM. Training uses a seeded sample; vectors are aligned and added shard by sh
 on-disk form each shard becomes a small index file merged into one list file at the end. The
 approximate index is then measured: recall@k of its top k against exact search, for held-out
 queries of the other modality (captions searching images, images searching captions).
+`ShardedCollection` opens the folder for search, naming hits from the embedding folder.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
     DIR/img_emb/img_emb_00000.npy          n_images x d_image (float16 or float32)
     DIR/text_emb/text_emb_00000.npy        n_captions x d_text
     DIR/metadata/metadata_00000.parquet    one row per caption: row (its row in text_emb),
-                                           caption_id, caption, image_id, path, and image_row
-                                           (the row of its image in the same shard's img_emb)
+                                           caption_id, caption, image_id, path (absolute), and
+                                           image_row (its image's row in the same img_emb)
     DIR/manifest.json                      encoders, versions, and each finished shard's
                                            counts, SHA-256 per file and problems
     DIR/problems.jsonl                     every skipped input and why
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -106,7 +107,8 @@ def plan_shard(listing: Listing, index: int, shard_size: int, folder: Path) -> P
     import pyarrow.parquet as pq
 
     start = index * shard_size
-    path_of = dict(listing.images(start, start + shard_size))
+    # absolute: actors on other machines, and searches from anywhere, open the files
+    path_of = {i: os.path.abspath(p) for i, p in listing.images(start, start + shard_size)}
     captions = list(listing.captions_of(start, start + shard_size))
     table = pa.table(
         {
