@@ -65,7 +65,7 @@ def run_text(case: dict[str, Any]) -> dict[str, Any]:
     from xmodal.encoders.registry import build_text_encoder
 
     texts = [c.text for c in load_dataset("tuxpaint").captions][: case["n"]]
-    enc = build_text_encoder("minilm", device="cpu")
+    enc = build_text_encoder("minilm", device="cpu").ready()  # loaded: its model is used below
     order = sorted(texts, key=lambda t: -len(t))
     bs = enc.batch_size
     tokenize = getattr(enc.model, "preprocess", None) or enc.model.tokenize
@@ -99,7 +99,7 @@ def run_one(case: dict[str, Any]) -> dict[str, Any]:
     if case["threads"]:
         torch.set_num_threads(case["threads"])
     paths, bs = tux_paths(case["n"]), case["batch"]
-    enc = EfficientNetLite0(device="cpu", batch_size=bs)
+    enc = EfficientNetLite0(device="cpu", batch_size=bs).ready()  # before its model is swapped
     if case["model"] == "plain":
         plain = load_efficientnet_lite0().to(memory_format=torch.channels_last)
         enc.features = plain.extract_features

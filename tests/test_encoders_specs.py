@@ -70,7 +70,7 @@ def test_hub_revision_reaches_every_download(monkeypatch):
     monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", record("images"))
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record("tokenizer"))
     with pytest.raises(_Stop):
-        hf.HFClip("openai/clip-vit-base-patch32@3d74acf", device="cpu")
+        hf.HFClip("openai/clip-vit-base-patch32@3d74acf", device="cpu").ready()
     assert seen == [
         (part, "openai/clip-vit-base-patch32", "3d74acf")
         for part in ("model", "images", "tokenizer")
@@ -82,7 +82,7 @@ def test_hub_revision_reaches_every_download(monkeypatch):
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", st)
     with pytest.raises(_Stop):
-        sbert.SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2@main")
+        sbert.SentenceTransformerEncoder("sentence-transformers/all-MiniLM-L6-v2@main").ready()
     assert seen[-1] == ("st", "sentence-transformers/all-MiniLM-L6-v2", "main")
 
 

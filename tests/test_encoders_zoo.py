@@ -120,7 +120,8 @@ def test_glove_mean_of_word_vectors():
 
 @pytest.mark.slow
 def test_mpnet_from_the_split_packages(tmp_path_factory):
-    """Joins the five parts into DATA_ROOT/models once (about 40 s), then loads it."""
+    """Joins the five parts into DATA_ROOT/encoder-weights once (about 40 s), when the model
+    first loads, then loads it."""
     pytest.importorskip("sentence_transformers")
     from xmodal.encoders.zoo_text import mpnet_folder
 
@@ -128,8 +129,9 @@ def test_mpnet_from_the_split_packages(tmp_path_factory):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("XMODAL_DATA", str(root))
         encoder = build_text_encoder("mpnet", device="cpu")
-    folder = mpnet_folder(root / "models")  # already there: found, not unpacked again
+        assert encoder.fingerprint.startswith("text:mpnet:") and "0.0.1" in encoder.fingerprint
+        assert not (root / "encoder-weights").exists()  # building it unpacked nothing
+        check_text_encoder(encoder, 768, multilingual=False)
+        folder = mpnet_folder()  # already there: found, not unpacked again
     assert (folder / "model.safetensors").stat().st_size > 400e6
-    assert [p.name for p in (root / "models").iterdir()] == [folder.name]  # no leftovers
-    assert encoder.fingerprint.startswith("text:mpnet:") and "0.0.1" in encoder.fingerprint
-    check_text_encoder(encoder, 768, multilingual=False)
+    assert [p.name for p in (root / "encoder-weights").iterdir()] == [folder.name]  # no leftovers

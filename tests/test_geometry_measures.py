@@ -87,6 +87,21 @@ def test_separation_auc_of_identical_pairs_is_one_and_matches_brute_force():
     assert m.separation_auc(a, b) == pytest.approx(brute)
 
 
+def test_separation_auc_agrees_with_scikit_learn_and_refuses_what_it_cannot_count():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    matched = np.round(rng.normal(0.4, 0.2, 500), 2)  # rounded: many ties across the two
+    random = np.round(rng.normal(0.6, 0.2, 700), 2)
+    labels = np.r_[np.ones(len(matched)), np.zeros(len(random))]
+    want = roc_auc_score(labels, -np.r_[matched, random])
+    assert m.separation_auc(matched, random) == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.separation_auc(np.array([0.1, np.nan]), random)
+    with pytest.raises(ValueError, match="empty"):
+        m.separation_auc(np.array([]), random)
+
+
 def test_pair_statistics_keys_and_values():
     a, b = np.linspace(0, 1, 101), np.linspace(1, 2, 51)
     s = m.pair_statistics(a, b, "cosine")

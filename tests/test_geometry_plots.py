@@ -37,6 +37,22 @@ def test_projection_joint_and_separate(tmp_path, d_text):
     _check(p.plot_projection(images, texts, ci, tmp_path / "proj.png", max_pairs=25, title="t"))
 
 
+def test_pca_2d_is_scikit_learns_exact_pca_with_fixed_signs():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    for shape in [(190, 1280), (300, 384), (40, 3)]:
+        z = rng.normal(size=shape) * np.linspace(3, 0.1, shape[1])
+        got = p.pca_2d(z)
+        want = PCA(2, svd_solver="full").fit_transform(z)
+        np.testing.assert_allclose(got, want, atol=1e-9)
+        # the axes' directions come from the loadings, not from the SVD's arbitrary signs: a
+        # mirrored cloud is drawn mirrored
+        np.testing.assert_allclose(p.pca_2d(-z), -got, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 2 rows and 2 columns"):
+        p.pca_2d(np.ones((5, 1)))
+
+
 def test_projection_rejects_unknown_method(tmp_path):
     images, texts, ci = _data()
     with pytest.raises(ValueError, match="unknown projection"):

@@ -120,14 +120,21 @@ def test_report_is_one_self_contained_file(run):
     assert "http://" not in page and "https://" not in page
     assert not re.search(r"<(link|script|iframe|object)\b|url\(|@import", page)
     assert "default-src 'none'" in page  # the browser refuses anything not inside the file
-    sources = _images(page)
+    sources = re.findall(r'<figure[^>]*><img src="([^"]*)"', page)
     assert len(sources) == 6  # raw PCA, aligned PCA + distances, 2 examples, 1 gap plot
+    thumbnails = [s for s in _images(page) if s not in sources]  # the worst queries'
+    assert thumbnails and all(s.startswith("data:image/jpeg;base64,") for s in thumbnails)
     for src in sources:
         head, data = src.split(",", 1)
         assert head == "data:image/png;base64"
         with Image.open(io.BytesIO(base64.b64decode(data))) as im:
             assert im.format == "PNG" and min(im.size) > 100
-    for section in ("Results", "Does the gap predict retrieval?", "Retrieval examples"):
+    for section in (
+        "Results",
+        "Does the gap predict retrieval?",
+        "Retrieval examples",
+        "Worst queries",
+    ):
         assert f"<h2>{section}</h2>" in page
     for aligner in ALIGNERS:
         assert f"<td>{aligner}</td>" in page

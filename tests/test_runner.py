@@ -2,6 +2,7 @@
 aligner -> Recall@K -> a complete run folder; bad inputs are reported, not fatal."""
 
 import json
+import math
 import re
 
 import numpy as np
@@ -277,3 +278,19 @@ def test_split_seeds_repeat_the_study_and_report_the_spread_over_splits(tmp_path
     assert summary["rsum_std_splits"] == pytest.approx(np.std(rsums, ddof=1))
     with pytest.raises(ValueError, match="split seeds must differ"):
         split.model_validate({"seeds": [1, 1]})
+
+
+@pytest.mark.slow
+def test_a_setting_the_data_cannot_take_fails_its_fit_and_the_run_goes_on(
+    tmp_path, shapes_manifest
+):
+    # 12 training captions: CCA can keep at most 12 dimensions, so dim 64 cannot be fitted
+    aligners = [{"kind": "cca", "dim": 64}, {"kind": "ridge"}]
+    path = _config(tmp_path, shapes_manifest, aligners)
+    assert main(["run", str(path), "--quiet"]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    rows = RunFolder(folder).read_results()["runs"]
+    cca = [r for r in rows if r["aligner"] == "cca"]
+    assert cca and all(r["status"].startswith("failed: cca: dim must be in 1..") for r in cca)
+    assert all(math.isnan(r["rsum"]) for r in cca)
+    assert all(r["status"] == "ok" for r in rows if r["aligner"] == "ridge")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from xmodal.encoders.base import ImageEncoder, TextEncoder
@@ -66,6 +67,27 @@ def test_changed_preprocessing_does_not_reuse(tmp_path):
     enc2.preprocessing = "v2"
     EmbeddingStore(tmp_path).texts(enc2, ["abc"])
     assert enc2.seen == ["abc"]
+
+
+def test_an_encoder_with_everything_cached_is_never_loaded(tmp_path):
+    """Its vectors come back from the cache at their stored width, though only the model
+    knows its dim."""
+
+    class Unloadable(TextEncoder):
+        spec = CountingText.spec  # the same cache folder; no dim until a load that fails
+
+        def load(self):
+            raise AssertionError("the model was loaded")
+
+        def embed_texts(self, texts):
+            raise AssertionError("asked to embed")
+
+    texts = ["abc", "bad", "cafe"]
+    first = EmbeddingStore(tmp_path).texts(CountingText(), texts)
+    again = EmbeddingStore(tmp_path).texts(Unloadable(), [texts[2], texts[0]])
+    np.testing.assert_array_equal(again, first[[2, 0]])
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        EmbeddingStore(tmp_path).texts(Unloadable(), ["dig"])
 
 
 def test_bad_images_are_reported_and_not_cached(tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the heavy stages load when a function runs, not on import
+    import pyarrow as pa
+
     from xmodal.align.base import Aligner
     from xmodal.executors import EmbedResult
     from xmodal.experiments.config import ExperimentConfig
@@ -35,6 +37,7 @@ __all__ = [
     "fetch_dataset",
     "gap_study",
     "load",
+    "predictions",
     "run_study",
     "search",
     "serve",
@@ -296,6 +299,27 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from xmodal.report import write_report as write
 
     return write(run_dir, out)
+
+
+def predictions(run_dir: str | Path, fit: str | None = None) -> pa.Table:
+    """What one fit of a run retrieved for every test query (a pyarrow Table: one row per query
+    and direction, its top-k answers with ids and scores, the rank of its first correct answer;
+    `xmodal.retrieval.predictions` lists the columns), its checksum verified. `fit` names the
+    fit by its model file (a results row's `model`, `models/<fit>.safetensors`, or just `<fit>`);
+    by default the fit the report shows (the configuration chosen on validation, first seed)."""
+    from xmodal.experiments.run_folder import MODEL_SUFFIX, RunFolder
+    from xmodal.report.html import chosen_fit, load_run
+    from xmodal.retrieval.predictions import read_predictions
+
+    run = RunFolder(run_dir)
+    if fit is None:
+        chosen = chosen_fit(load_run(run_dir))
+        if chosen is None:
+            raise ValueError(f"{run.path}: every fit failed; no predictions to read")
+        fit = str(chosen["model"])
+    if not fit.endswith(MODEL_SUFFIX):
+        fit += MODEL_SUFFIX
+    return read_predictions(run.predictions(fit))
 
 
 def dataset_info(source: str, images: str | Path | None = None) -> str:

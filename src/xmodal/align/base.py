@@ -74,6 +74,11 @@ class FitContext:
             )
 
 
+class IncompatibleParams(ValueError):
+    """Hyper-parameters the data they meet cannot take (a CCA `dim` above the smaller side's
+    dimension): a run records the fit as failed with this reason and goes on to the others."""
+
+
 class FitDiverged(RuntimeError):
     """A fit whose state stopped being finite (exploding loss or weights): it has no model to
     report, and must never be scored as if it had one."""

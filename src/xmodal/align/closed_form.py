@@ -15,7 +15,7 @@ from typing import Literal, Self
 import numpy as np
 import scipy.linalg
 
-from xmodal.align.base import Aligner, FitContext
+from xmodal.align.base import Aligner, FitContext, IncompatibleParams
 from xmodal.align.registry import register
 from xmodal.embeddings import Embedded
 from xmodal.similarity.metrics import Metric
@@ -72,7 +72,7 @@ def _covariance(x: np.ndarray, reg: float) -> np.ndarray:
 def _check_dim(kind: str, dim: int, train: Embedded) -> int:
     limit = min(train.texts.shape[1], train.images.shape[1], len(train.texts))
     if not 1 <= dim <= limit:
-        raise ValueError(
+        raise IncompatibleParams(
             f"{kind}: dim must be in 1..{limit} (min of text dim, image dim, number of pairs), "
             f"got {dim}"
         )

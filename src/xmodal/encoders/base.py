@@ -1,5 +1,9 @@
 """The encoder protocol: images or texts in, float32 arrays out, batching inside.
 
+Encoders are lazy (`LazyModel`): building one reads no weights, and its cache `fingerprint`
+comes from the spec and the class alone, so a run whose embeddings are cached never loads a
+model. The weights load on first use (`ready()`, which encoding calls).
+
 Image encoders split the work into `preprocess` (one decoded PIL image -> CHW tensor, run in
 worker threads) and `embed` (a batch tensor -> vectors, the model's forward pass), so that
 decoding the next batches overlaps with the forward pass of the current one.
@@ -11,6 +15,7 @@ import ctypes
 import functools
 import os
 import platform
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
@@ -51,6 +57,49 @@ def _progress_bar(progress: Progress, total: int, desc: str, unit: str) -> Calla
 def default_device() -> str:
     """cuda when a GPU is present, else cpu."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class LazyModel:
+    """A model built from its spec at once, its weights loaded on first use.
+
+    A subclass reads its weights in `load` and sets there whatever needs them (the model, a
+    `dim` only the model knows). `ready()` runs `load` once per object, under one lock, so
+    threads that meet an unloaded model wait for it rather than load it twice.
+    """
+
+    _loaded = False
+    _loading = threading.RLock()  # re-entrant: a shared model's encoders load it inside `load`
+
+    def load(self) -> None:
+        """Read the weights (nothing, for a model without any)."""
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def ready(self) -> Self:
+        """This object, its weights loaded."""
+        if not self._loaded:
+            with LazyModel._loading:
+                if not self._loaded:
+                    self.load()
+                    self._loaded = True
+        return self
+
+    @property
+    def dim(self) -> int:
+        """The size of the vectors: a class attribute where it is known without the weights,
+        else set by `load`."""
+        if "_dim_value" not in vars(self):
+            self.ready()
+        try:
+            return vars(self)["_dim_value"]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__}.load() did not set dim") from None
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        self._dim_value = value
 
 
 @functools.cache
@@ -91,11 +140,10 @@ class ClassifierHead:
         return np.asarray(vectors, np.float32) @ self.weight.T + self.bias
 
 
-class ImageEncoder(ABC):
+class ImageEncoder(LazyModel, ABC):
     """Turns image files into float32 vectors of size `dim`."""
 
     spec: str
-    dim: int
     batch_size: int = 32
     #: where `embed` runs; CPU batches bound for a GPU are pinned and copied asynchronously
     device: str = "cpu"
@@ -135,6 +183,7 @@ class ImageEncoder(ABC):
         An undecodable image raises ImageError, or, when `on_error` is given, is reported to it
         (index, message) and left as a row of NaN.
         """
+        self.ready()  # before the decoding threads start: `preprocess` may need the model
         out = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
         done = _progress_bar(progress, len(paths), f"images {self.spec}", "img")
         batches = self._decoded(paths, batch_size or self.batch_size, workers)
@@ -152,6 +201,7 @@ class ImageEncoder(ABC):
     def embed_batch(self, pixels: torch.Tensor) -> np.ndarray:
         """The forward pass alone, as the pipeline runs it: a preprocessed NCHW batch ->
         float32 rows (inference mode; a GPU gets the batch by a non-blocking pinned copy)."""
+        self.ready()
         keep_freed_memory()
         if torch.device(self.device).type == "cuda" and pixels.device.type == "cpu":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
@@ -195,11 +245,10 @@ def _collate(start: int, futures: list[Future]) -> Batch:
     return (torch.stack(tensors) if tensors else None), rows, errors
 
 
-class TextEncoder(ABC):
+class TextEncoder(LazyModel, ABC):
     """Turns caption strings into float32 vectors of size `dim`."""
 
     spec: str
-    dim: int
     batch_size: int = 64
     preprocessing: str = "v1"
 
@@ -215,6 +264,7 @@ class TextEncoder(ABC):
         self, texts: Sequence[str], batch_size: int | None = None, progress: Progress = False
     ) -> np.ndarray:
         """Embed captions in batches; returns len(texts) x dim float32."""
+        self.ready()
         bs = batch_size or self.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # longest-first batching wastes less padding; rows are put back in input order

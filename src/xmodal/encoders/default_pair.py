@@ -139,6 +139,8 @@ class EfficientNetLite0(ImageEncoder):
     def __init__(self, device: str | None = None, batch_size: int = 16) -> None:
         self.device = device or default_device()
         self.batch_size = batch_size
+
+    def load(self) -> None:
         model = load_efficientnet_lite(self.architecture, self.weights())
         self.features = inference_features(model).to(self.device)
 

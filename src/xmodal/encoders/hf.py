@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from xmodal.encoders.base import ImageEncoder, TextEncoder, default_device
+from xmodal.encoders.base import ImageEncoder, LazyModel, TextEncoder, default_device
 from xmodal.encoders.registry import register_pair
 from xmodal.encoders.specs import check_source, split_revision
 
 
-class VisionLanguageModel(ABC):
-    """One loaded model that embeds images and texts into a shared space of size `dim`."""
+class VisionLanguageModel(LazyModel, ABC):
+    """One model that embeds images and texts into a shared space of size `dim`; its weights
+    load on first use (`ready()`), once for both of its encoders."""
 
-    dim: int
     device: str
 
     @abstractmethod
@@ -49,11 +50,14 @@ class SharedImageEncoder(ImageEncoder):
     """The image side of a VisionLanguageModel."""
 
     def __init__(self, spec: str, model: VisionLanguageModel):
-        self.spec, self.model, self.dim = spec, model, model.dim
+        self.spec, self.model = spec, model
         self.device = model.device  # so the pipeline pins batches bound for a GPU
 
+    def load(self) -> None:
+        self.dim = self.model.ready().dim
+
     def preprocess(self, image) -> torch.Tensor:
-        return self.model.preprocess(image)
+        return self.model.ready().preprocess(image)
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.embed_images(pixels)
@@ -63,7 +67,10 @@ class SharedTextEncoder(TextEncoder):
     """The text side of a VisionLanguageModel."""
 
     def __init__(self, spec: str, model: VisionLanguageModel):
-        self.spec, self.model, self.dim = spec, model, model.dim
+        self.spec, self.model = spec, model
+
+    def load(self) -> None:
+        self.dim = self.model.ready().dim
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         return self.model.embed_texts(texts)
@@ -94,6 +101,13 @@ def torchvision_advice() -> Iterator[None]:
 class MissingExtra(ImportError, RuntimeError):
     """An optional library is not installed; the message names the extra that installs it.
     (A RuntimeError too, so a command reports it in one line like its other failures.)"""
+
+
+def require_optional(module: str, extra: str) -> None:
+    """Fail now, naming the extra, when a library an adapter will import is not installed
+    (without importing it: the model, and the library, load on first use)."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(f"{module} is not installed: pip install 'xmodal[{extra}]'")
 
 
 def import_optional(module: str, extra: str):
@@ -129,9 +143,12 @@ class HFModel(VisionLanguageModel):
     padding: str | bool = True
 
     def __init__(self, source: str, device: str | None = None):
-        source, revision = split_revision(source)
-        source = check_source(source)
+        name, self.revision = split_revision(source)
+        self.source = check_source(name)
         self.device = device or default_device()
+
+    def load(self) -> None:
+        source, revision = self.source, self.revision
         with torchvision_advice():  # transformers imports torchvision when it is installed
             import transformers
 

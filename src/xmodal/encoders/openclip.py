@@ -17,6 +17,7 @@ from xmodal.encoders.hf import (
     VisionLanguageModel,
     encoder_pair,
     import_optional,
+    require_optional,
     split_model_args,
 )
 from xmodal.encoders.registry import register_pair
@@ -27,16 +28,17 @@ class OpenCLIP(VisionLanguageModel):
     def __init__(self, arch: str, pretrained: str | None = None, device: str | None = None):
         if arch.startswith("local-dir:"):
             check_source(arch.removeprefix("local-dir:"))
-        if pretrained:
-            pretrained = check_source(pretrained)
-        open_clip = import_optional("open_clip", extra="openclip")
-
+        self.arch, self.pretrained = arch, check_source(pretrained) if pretrained else None
+        require_optional("open_clip", extra="openclip")
         self.device = device or default_device()
+
+    def load(self) -> None:
+        open_clip = import_optional("open_clip", extra="openclip")
         model, _, self._transform = open_clip.create_model_and_transforms(
-            arch, pretrained=pretrained, device=self.device
+            self.arch, pretrained=self.pretrained, device=self.device
         )
         self.model = model.eval()
-        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.tokenizer = open_clip.get_tokenizer(self.arch)
         with torch.inference_mode():  # open_clip has no one attribute for the shared size
             self.dim = int(self.embed_texts([""]).shape[1])
 

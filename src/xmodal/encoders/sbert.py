@@ -26,15 +26,21 @@ class SentenceTransformerEncoder(TextEncoder):
         device: str | None = None,
         batch_size: int = 64,
     ) -> None:
+        self.spec = spec or f"st:{source}"
+        name, self.revision = split_revision(str(source))
+        self.source = check_source(name)  # a missing folder fails now, not at the first caption
+        self.device = device or default_device()
+        self.batch_size = batch_size
+
+    def locate(self) -> str:
+        """The model folder or hub name (a subclass may find or unpack it here, on first use)."""
+        return self.source
+
+    def load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.spec = spec or f"st:{source}"
-        source, revision = split_revision(str(source))
-        source = check_source(source)
-        self.batch_size = batch_size
-        self.model = SentenceTransformer(
-            source, revision=revision, device=device or default_device()
-        )
+        source = self.locate()
+        self.model = SentenceTransformer(source, revision=self.revision, device=self.device)
         # renamed in sentence-transformers 6; the old name still works, with a warning
         size = getattr(self.model, "get_embedding_dimension", None)
         dim = (size or self.model.get_sentence_embedding_dimension)()

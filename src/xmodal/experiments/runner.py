@@ -3,7 +3,9 @@
 The run folder holds results.csv / results.json / results.md (one row per fitted aligner, and a
 mean +- std summary over seeds), the resolved config, versions, seeds, timings and every
 skipped input (problems.jsonl). Only the test split is evaluated for the results; the
-validation split serves model selection inside the aligners.
+validation split serves model selection inside the aligners. A dataset with captions in several
+languages also gets per-language scores and training-language variants
+(`xmodal.experiments.languages`: languages.csv / languages.json).
 
 Each fit appends its row to rows.jsonl as soon as its model is saved, so an interrupted run
 resumes (`run_experiment(..., resume=RUN_DIR)`, `xmodal run --resume RUN_DIR`): finished fits
@@ -17,7 +19,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +28,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from xmodal.align.base import Aligner, FitContext, FitDiverged, primary_columns
+from xmodal.align.base import (
+    Aligner,
+    FitContext,
+    FitDiverged,
+    IncompatibleParams,
+    primary_columns,
+)
 from xmodal.align.registry import build_aligner
 from xmodal.data.dataset import Problem, write_problems
 from xmodal.data.loaders import load_dataset
@@ -41,13 +49,29 @@ from xmodal.experiments.config import (
     check_inputs,
     resolved,
 )
+from xmodal.experiments.cross_model import cross_model_studies
+from xmodal.experiments.crossval import (
+    check_folds,
+    fold_assignment,
+    fold_split,
+    fold_warnings,
+    with_cv,
+)
 from xmodal.experiments.findings import findings_markdown
+from xmodal.experiments.languages import (
+    COLUMN,
+    LanguageStudy,
+    TrainVariant,
+    caption_languages,
+    variant_aligners,
+)
 from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
 from xmodal.files import write_checksum
 from xmodal.progress import bars, note, silence_libraries
 from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, evaluate
+from xmodal.retrieval.predictions import SplitIds, predictions_table, top_k, write_predictions
 from xmodal.similarity.metrics import Metric
 from xmodal.store import EmbeddingStore
 
@@ -72,6 +96,8 @@ class Prepared:
     timings: dict[str, float]
     #: the split seed, when the config repeats the study over several splits (else None)
     split_seed: int | None = None
+    #: the seed the split was cut with (the cross-validation folds are cut with it too)
+    seed: int = 0
 
     @property
     def splits(self) -> dict[str, Embedded]:
@@ -119,7 +145,8 @@ def _splits(
     for seed in seeds:
         parts = whole.split(dcfg.split.fractions(), seed)
         repeat = seed if len(seeds) > 1 else None
-        yield Prepared(dcfg.label, ecfg, whole, parts, whole.dataset.problems, timings, repeat)
+        problems = whole.dataset.problems
+        yield Prepared(dcfg.label, ecfg, whole, parts, problems, timings, repeat, seed)
 
 
 def _prepared_embeddings(dcfg: DatasetConfig, encoders: list[EncoderConfig]) -> list[Prepared]:
@@ -200,12 +227,15 @@ def run_experiment(
     problems: list[Problem] = []
     timings: dict[str, float] = {}
     warned: list[str] = []
+    by_language = LanguageStudy(run, config.ks)
+    fold_rows: list[dict[str, Any]] = []
     for prep in prepare(config, EmbeddingStore(config.cache_dir), progress):
         problems = list(dict.fromkeys([*problems, *prep.problems]))
         timings |= prep.timings
         encoder = prep.encoder.label
         tag = "" if prep.split_seed is None else f"-split{prep.split_seed}"
-        _save_test_split(run.split(prep.dataset + tag, encoder), prep.parts["test"])
+        test_file = run.split(prep.dataset + tag, encoder)
+        _save_test_split(test_file, prep.parts["test"])
         splits = prep.splits
         context: dict[str, Any] = {"dataset": prep.dataset, "encoder": encoder}
         if prep.split_seed is not None:
@@ -215,20 +245,68 @@ def run_experiment(
         warned += _small_test(context, splits["test"], progress)
         if config.geometry:
             context |= _geometry(splits["test"], "raw")
+        langs = caption_languages(_dataset_config(config, prep.dataset), prep.parts)
+        folds = _folds(config, prep)
+        if folds is not None:
+            where = f"{prep.dataset} / {encoder} (held-out folds)"
+            warned += _warn(fold_warnings(folds, config.ks, where), progress)
         shared = FitInputs(
-            splits, prep.encoder, context, config.ks, config.geometry, run.path, config.primary
+            splits,
+            prep.encoder,
+            context,
+            config.ks,
+            config.geometry,
+            run.path,
+            config.primary,
+            test_ids=_split_ids(prep.parts["test"]),
+            test_file=run.relative(test_file),
+            train_sets=langs.train if langs else {},
+            folds=folds,
         )
-        rows += _run_fits(_grid(config, context, run), shared, finished, jobs, progress)
-    summary = summarize(rows)
+        fits = _grid(config, context, run, langs.variants if langs else None)
+        done = _run_fits(fits + _fold_fits(fits, folds), shared, finished, jobs, progress)
+        fitted, fold_rows = done[: len(fits)], fold_rows + done[len(fits) :]
+        if langs is not None:
+            by_language.add(fitted, context, langs)
+        rows += fitted
+    summary = with_cv(summarize(rows), fold_rows, config.primary)
     run.write_results(rows, summary, markdown_table(summary))
-    run.write_text(run.findings, findings_markdown(summary, rows, run.path, config.primary))
+    by_language.write()
+    studies = cross_model_studies(summary)
+    if studies:
+        run.write_json(run.cross_model, [s.to_json() for s in studies])
+    findings = findings_markdown(summary, rows, run.path, config.primary, studies)
+    run.write_text(run.findings, findings + by_language.findings())
     write_problems(problems, run.problems)
     write_checksum(run.problems)
+    if fold_rows:
+        timings["cross-validation fold fits"] = sum(r["fit_seconds"] for r in fold_rows)
     timings["total"] = time.perf_counter() - started
     reused = sum(row["model"] in finished for row in rows)
     _write_run_record(run, config, timings, len(problems), reused, warned)
-    note(f"done: {len(rows)} fit(s), {reused} reused, in {timings['total']:.1f} s", progress)
+    also = f" and {len(fold_rows)} fold fit(s)" if fold_rows else ""
+    reused_all = reused + sum(_fold_key(r["model"], r["fold"]) in finished for r in fold_rows)
+    note(
+        f"done: {len(rows)} fit(s){also}, {reused_all} reused, in {timings['total']:.1f} s",
+        progress,
+    )
     return RunResult(run.path, rows, summary, problems)
+
+
+def _folds(config: ExperimentConfig, prep: Prepared) -> np.ndarray | None:
+    """The cross-validation fold of each training image (None without `selection.folds`)."""
+    k = config.selection.folds if config.selection else None
+    if k is None:
+        return None
+    images = prep.parts["train"].dataset.images
+    check_folds(k, len(images), f"{prep.dataset} / {prep.encoder.label}")
+    return fold_assignment([im.id for im in images], k, prep.seed)
+
+
+def _warn(messages: list[str], progress: bool) -> list[str]:
+    for message in messages:
+        note(f"warning: {message}", progress)
+    return messages
 
 
 def _trivial_ks(
@@ -261,19 +339,39 @@ def _small_test(context: dict[str, Any], test: Embedded, progress: bool) -> list
     return [message]
 
 
+@dataclass(frozen=True)
+class PredictionsTarget:
+    """Where a fit's test predictions go, the split's ids, and what their metadata records."""
+
+    path: Path
+    ids: SplitIds
+    about: dict[str, Any]
+
+
 def scores(
-    data: Embedded, aligner: Aligner, ks: list[int], ranks_to: Path | None = None
+    data: Embedded,
+    aligner: Aligner,
+    ks: list[int],
+    ranks_to: Path | None = None,
+    predictions_to: PredictionsTarget | None = None,
 ) -> dict[str, Any]:
     """Recall@K both ways, MRR, ranks and RSUM of an aligner on a split (with their bootstrap
-    CIs; the per-query ranks saved to `ranks_to` when given). A K at or above a gallery's size
-    is 100 whatever the model: it is left out of RSUM."""
+    CIs; the per-query ranks saved to `ranks_to` when given, and the top-k predictions, from
+    the same scores, to `predictions_to`). A K at or above a gallery's size is 100 whatever
+    the model: it is left out of RSUM."""
     if ranks_to is None:
         out = evaluate(aligner.transform(data), aligner.scorer(), ks, bootstrap=0)
     else:
-        out, per_query = evaluate(aligner.transform(data), aligner.scorer(), ks, return_ranks=True)
+        k = top_k(ks) if predictions_to is not None else 0
+        out, per_query = evaluate(
+            aligner.transform(data), aligner.scorer(), ks, return_ranks=True, top_k=k
+        )
         ranks_to.parent.mkdir(exist_ok=True)
         per_query.save(ranks_to)
         write_checksum(ranks_to)
+        if predictions_to is not None:
+            table = predictions_table(per_query, predictions_to.ids, predictions_to.about)
+            write_predictions(predictions_to.path, table)
     out.pop("warnings", None)  # said once per split by the run, not once per fit
     galleries = {"t2i": len(data.images), "i2t": len(data.texts)}
     out["rsum"] = sum(out[f"{d}_R@{k}"] for d, n in galleries.items() for k in ks if k < n)
@@ -289,6 +387,20 @@ class Fit:
     metric: Metric
     seed: int
     model: str
+    #: the training-language variant (datasets loaded with `languages`; else None)
+    train_languages: str | None = None
+    #: a cross-validation fit: fitted without this fold of the training images, scored on it;
+    #: it saves no model (`model` names the fit on the whole train split it repeats)
+    fold: int | None = None
+
+    @property
+    def key(self) -> str:
+        """What its logged row is found by on resume."""
+        return self.model if self.fold is None else _fold_key(self.model, self.fold)
+
+
+def _fold_key(model: str, fold: int) -> str:
+    return f"{model}#fold{fold}"
 
 
 @dataclass(frozen=True)
@@ -302,18 +414,47 @@ class FitInputs:
     geometry: bool
     folder: Path
     primary: str = "rsum"
+    #: the test split's ids and file (relative to the run folder): predictions are saved with them
+    test_ids: SplitIds | None = None
+    test_file: str = ""
+    #: the train split of each training-language variant, by name (when the dataset has them)
+    train_sets: dict[str, Embedded] = field(default_factory=dict)
+    #: the cross-validation fold of each training image (None: no cross-validation)
+    folds: np.ndarray | None = None
 
 
-def _grid(config: ExperimentConfig, context: dict[str, Any], run: RunFolder) -> list[Fit]:
+def _grid(
+    config: ExperimentConfig,
+    context: dict[str, Any],
+    run: RunFolder,
+    variants: list[TrainVariant] | None = None,
+) -> list[Fit]:
     fits = []
-    for acfg in config.aligners:
+    for acfg, train_languages in variant_aligners(config.aligners, variants):
         for metric in acfg.metrics or config.metrics:
             for seed in acfg.seeds or config.seeds:
                 split = f"__split{context['split_seed']}" if "split_seed" in context else ""
                 label = f"{context['dataset']}__{context['encoder']}__{acfg.label}"
                 row_id = f"{label}__{metric}__s{seed}{split}"
-                fits.append(Fit(acfg, Metric(metric), seed, run.model(row_id)))
+                model = run.model(row_id)
+                fits.append(Fit(acfg, Metric(metric), seed, model, train_languages))
     return fits
+
+
+def _dataset_config(config: ExperimentConfig, label: str) -> DatasetConfig:
+    return next(d for d in config.datasets if d.label == label)
+
+
+def _fold_fits(fits: list[Fit], folds: np.ndarray | None) -> list[Fit]:
+    """The cross-validation fits: k per configuration (aligner entry x metric x training
+    languages), each with the seed of its first fit (see xmodal.experiments.crossval)."""
+    if folds is None:
+        return []
+    first: dict[tuple[str, Metric, str | None], Fit] = {}
+    for fit in fits:
+        first.setdefault((fit.aligner.label, fit.metric, fit.train_languages), fit)
+    k = int(folds.max()) + 1
+    return [replace(fit, fold=i) for fit in first.values() for i in range(k)]
 
 
 def _run_fits(
@@ -324,23 +465,23 @@ def _run_fits(
     progress: bool,
 ) -> list[dict[str, Any]]:
     """The rows of `fits` in grid order: logged ones reused, the others fitted (in `jobs`
-    processes when > 1), each logged as it finishes."""
-    done = {f.model: finished[f.model] for f in fits if f.model in finished}
-    todo = [f for f in fits if f.model not in done]
+    processes when > 1), each logged as it finishes (fold fits in their own log)."""
+    done = {f.key: finished[f.key] for f in fits if f.key in finished}
+    todo = [f for f in fits if f.key not in done]
 
     run = RunFolder(shared.folder)
 
     def record(fit: Fit, row: dict[str, Any]) -> None:
-        run.log_row(row)
-        done[fit.model] = row
+        run.log_row(row, run.rows if fit.fold is None else run.folds)
+        done[fit.key] = row
         note(f"fit {len(done)}/{len(fits)}: {_describe(row, shared.primary)}", progress)
 
     if jobs == 1 or len(todo) < 2:
         for fit in todo:
-            record(fit, _fit_row(fit, shared, bars(progress), f"{len(done) + 1}/{len(fits)}"))
+            record(fit, _row(fit, shared, bars(progress), f"{len(done) + 1}/{len(fits)}"))
     else:
         _fit_in_processes(todo, shared, jobs, progress, record)
-    return [done[f.model] for f in fits]
+    return [done[f.key] for f in fits]
 
 
 def _fit_in_processes(
@@ -387,7 +528,13 @@ def _start_worker(shared: FitInputs, threads: int) -> None:
 
 def _fit_in_worker(fit: Fit) -> dict[str, Any]:
     assert _WORKER_INPUTS is not None, "worker not started by _start_worker"
-    return _fit_row(fit, _WORKER_INPUTS, progress=False)
+    return _row(fit, _WORKER_INPUTS, progress=False)
+
+
+def _row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
+    if fit.fold is None:
+        return _fit_row(fit, shared, progress, position)
+    return _fold_row(fit, shared, progress, position)
 
 
 def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
@@ -403,6 +550,9 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
         "metric": str(fit.metric),
         "seed": fit.seed,
     }
+    if fit.train_languages is not None:
+        splits = {**splits, "train": shared.train_sets[fit.train_languages]}
+        row |= {COLUMN: fit.train_languages, "train_captions": len(splits["train"].texts)}
     t = time.perf_counter()
     try:
         aligner = fit_aligner(
@@ -416,12 +566,12 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
             shared.primary,
             label,
         )
-    except FitDiverged as e:  # a row that says so, with no numbers to mistake for results
+    except (FitDiverged, IncompatibleParams) as e:  # a row that says so, and no numbers
         return _failed(row, e, fit, shared.ks, t)
     fit_s = time.perf_counter() - t
     try:
         ranks = RunFolder(shared.folder).ranks(fit.model)
-        test_scores = scores(splits["test"], aligner, shared.ks, ranks)
+        test_scores = scores(splits["test"], aligner, shared.ks, ranks, _predictions(fit, shared))
         test_scores |= _validation(aligner, splits.get("val"), shared.ks, shared.primary)
     except NonFiniteScores as e:  # NaN would rank as a hit: no numbers, a failed row
         return _failed(row, e, fit, shared.ks, t)
@@ -437,6 +587,51 @@ def _fit_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") ->
     return row
 
 
+def _predictions(fit: Fit, shared: FitInputs) -> PredictionsTarget | None:
+    if shared.test_ids is None:
+        return None
+    about = {"model": fit.model, "split": shared.test_file}
+    return PredictionsTarget(
+        RunFolder(shared.folder).predictions(fit.model), shared.test_ids, about
+    )
+
+
+def _fold_row(fit: Fit, shared: FitInputs, progress: bool, position: str = "") -> dict[str, Any]:
+    """Fit one aligner without one fold of the training images and score it on that fold: a
+    row of the fold's `primary` score. The validation split still serves early stopping; the
+    test split is not read."""
+    assert shared.folds is not None and fit.fold is not None
+    k = int(shared.folds.max()) + 1
+    train = shared.splits["train"]
+    if fit.train_languages is not None:  # the variant's captions of the same training images
+        train = shared.train_sets[fit.train_languages]
+    fit_on, held_out = fold_split(train, shared.folds, fit.fold)
+    splits = {"train": fit_on} | ({"val": shared.splits["val"]} if "val" in shared.splits else {})
+    acfg, where = fit.aligner, f"fold {fit.fold + 1}/{k}"
+    label = f"fit {position}{': ' if position else ''}{acfg.label} / {fit.metric} / {where}"
+    names = ("dataset", "encoder", "split_seed")
+    row = {name: v for name, v in shared.context.items() if name in names} | {
+        "aligner": acfg.label,
+        "kind": acfg.kind,
+        "metric": str(fit.metric),
+        "seed": fit.seed,
+        "fold": fit.fold,
+        "folds": k,
+        "held_out_images": len(held_out.images),
+    }
+    t = time.perf_counter()
+    try:
+        aligner = fit_aligner(
+            acfg, fit.metric, fit.seed, splits, progress, shared.encoder, shared.ks,
+            shared.primary, label,
+        )  # fmt: skip
+        score = scores(held_out, aligner, shared.ks)[shared.primary]
+    except (FitDiverged, IncompatibleParams, NonFiniteScores) as e:  # a failed fold: no number
+        return _failed(row, e, fit, shared.ks, t)
+    seconds = round(time.perf_counter() - t, 3)
+    return row | {"status": "ok", shared.primary: score, "fit_seconds": seconds, "model": fit.model}
+
+
 def _failed(
     row: dict[str, Any], error: Exception, fit: Fit, ks: list[int], started: float
 ) -> dict[str, Any]:
@@ -447,12 +642,12 @@ def _failed(
 
 def _describe(row: dict[str, Any], primary: str) -> str:
     """One log line of a finished fit."""
-    where = (
-        f"{row['aligner']} / {row['metric']} / seed {row['seed']} on {row['dataset']} / "
-        f"{row['encoder']}"
-    )
+    repeat = f"fold {row['fold'] + 1}/{row['folds']}" if "fold" in row else f"seed {row['seed']}"
+    where = f"{row['aligner']} / {row['metric']} / {repeat} on {row['dataset']} / {row['encoder']}"
     if row.get("status", "ok") != "ok":
         return f"{where}: {row['status']}"
+    if "fold" in row:
+        return f"{where}: held-out {primary} {row[primary]:.1f}, {row['fit_seconds']:.1f} s"
     stop = ""
     if "stopped_epoch" in row:
         stop = f", stopped at epoch {row['stopped_epoch']}"
@@ -476,8 +671,11 @@ def _check_same_config(run: RunFolder, config: ExperimentConfig) -> None:
 
 
 def _finished_rows(run: RunFolder) -> dict[str, dict[str, Any]]:
-    """Logged rows whose model file exists, by model path."""
-    return {row["model"]: row for row in run.logged_rows() if (run.path / row["model"]).exists()}
+    """Logged rows whose model file exists, by model path; and logged fold rows (a fold fit
+    saves no model), by fold key."""
+    fits = {row["model"]: row for row in run.logged_rows() if (run.path / row["model"]).exists()}
+    folds = {_fold_key(row["model"], row["fold"]): row for row in run.logged_rows(run.folds)}
+    return fits | folds
 
 
 def _validation(
@@ -513,8 +711,10 @@ def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:
 
 
 def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
-    """The test split's raw vectors, image paths and captions, for geometry and the report."""
+    """The test split's raw vectors, image paths and captions (and their ids, which the
+    predictions name), for geometry and the report."""
     path.parent.mkdir(exist_ok=True)
+    ids = _split_ids(test)
     np.savez(
         path,
         images=test.images,
@@ -522,7 +722,13 @@ def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
         caption_image=test.dataset.caption_image,
         image_paths=np.array([str(Path(im.path).resolve()) for im in test.dataset.images]),
         captions=np.array([c.text for c in test.dataset.captions]),
+        image_ids=np.array(ids.images),
+        caption_ids=np.array(ids.captions),
     )
+
+
+def _split_ids(split: EmbeddedDataset) -> SplitIds:
+    return SplitIds([im.id for im in split.dataset.images], [c.id for c in split.dataset.captions])
 
 
 def _write_run_record(

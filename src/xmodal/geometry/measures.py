@@ -10,11 +10,6 @@ where a `max_*` argument says so (seeded, so a call is reproducible).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from xmodal.similarity import l2_normalize
 
@@ -98,9 +93,17 @@ def _distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
 
 def separation_auc(matched: np.ndarray, random: np.ndarray) -> float:
     """ROC AUC of telling matched from random pairs by distance: P(d_random > d_matched), ties
-    counting one half. 1 = every matched pair is closer than every random one; 0.5 = no signal."""
-    labels = np.r_[np.ones(len(matched)), np.zeros(len(random))]
-    return float(roc_auc_score(labels, -np.r_[matched, random]))
+    counting one half. 1 = every matched pair is closer than every random one; 0.5 = no signal.
+    Counted exactly against the sorted random distances."""
+    matched, random = np.asarray(matched, np.float64), np.sort(np.asarray(random, np.float64))
+    if not (len(matched) and len(random)):
+        raise ValueError("separation AUC needs matched and random distances (one side is empty)")
+    if not (np.isfinite(matched).all() and np.isfinite(random).all()):
+        raise ValueError("separation AUC: the distances contain NaN or inf")
+    closer = np.searchsorted(random, matched, side="left")  # random pairs closer than each one
+    not_farther = np.searchsorted(random, matched, side="right")
+    farther = len(random) - not_farther + 0.5 * (not_farther - closer)  # a tie counts one half
+    return float(farther.sum() / (len(matched) * len(random)))
 
 
 def pair_statistics(matched: np.ndarray, random: np.ndarray, prefix: str) -> dict[str, float]:
@@ -128,6 +131,12 @@ def separability(
     so chance is 0.5 whatever the caption/image ratio; the split is stratified and seeded.
     Same dimension only; about O(n d * iterations). Returns (accuracy, n per modality).
     """
+    # sklearn (and the pandas it pulls in) loads for this measure only, not with the module
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     require_same_dim(images, texts, "modality separability")
     n = min(len(images), len(texts), max_points)
     x = np.r_[subsample(images, n, seed), subsample(texts, n, seed)].astype(np.float64)

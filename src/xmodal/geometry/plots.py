@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
-from sklearn.decomposition import PCA
 
 from xmodal.data.images import load_rgb
 from xmodal.geometry.correlation import measure_target_pairs, rank_correlations
@@ -42,10 +42,11 @@ def save_figure(fig: Figure, path: str | Path, svg: bool = True) -> list[Path]:
 
 
 def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """2-D coordinates of the rows of z by PCA, or UMAP when the umap package is installed."""
+    """2-D coordinates of the rows of z by exact PCA (`pca_2d`), or by UMAP (seeded) when the
+    umap package is installed."""
     z = np.asarray(z, np.float64)
     if method == "pca":
-        return PCA(2, random_state=seed).fit_transform(z)
+        return pca_2d(z)
     if method == "umap":
         try:
             import umap  # optional: not a dependency of xmodal
@@ -55,6 +56,22 @@ def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
             ) from None
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(z)
     raise ValueError(f"unknown projection {method!r}; expected 'pca' or 'umap'")
+
+
+def pca_2d(z: np.ndarray) -> np.ndarray:
+    """The rows of z on their first two principal axes, by an exact SVD: what scikit-learn's
+    PCA(2, svd_solver="full") gives, without importing it. Each axis points where its largest
+    loading is positive, so the picture is the same on every run."""
+    from threadpoolctl import threadpool_limits
+
+    if z.ndim != 2 or min(z.shape) < 2:
+        raise ValueError(f"a 2-D PCA needs at least 2 rows and 2 columns, got shape {z.shape}")
+    # one thread: a plot's few hundred rows gain nothing from more, and on a busy CPU the
+    # threads of a multi-threaded BLAS wait on each other (measured: 0.07 s vs 5-9 s)
+    with threadpool_limits(1, user_api="blas"):
+        u, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    signs = np.sign(vt[[0, 1], np.abs(vt[:2]).argmax(axis=1)])
+    return u[:, :2] * (s[:2] * signs)
 
 
 def plot_projection(
@@ -95,8 +112,10 @@ def _joint_projection(px: np.ndarray, py: np.ndarray, method: str, seed: int) ->
     zx, zy = z[: len(px)], z[len(px) :]
     fig = Figure(figsize=(7, 6))
     ax = fig.add_subplot()
-    for a, b in zip(zx, zy, strict=True):
-        ax.plot([a[0], b[0]], [a[1], b[1]], color="0.6", lw=0.4, alpha=0.6, zorder=1)
+    # one collection of pair lines, not one artist per pair: the same picture, drawn faster
+    ax.add_collection(
+        LineCollection(np.stack([zx, zy], axis=1), colors="0.6", lw=0.4, alpha=0.6, zorder=1)
+    )
     ax.scatter(*zx.T, s=10, color=IMAGE_COLOR, label="images", zorder=2)
     ax.scatter(*zy.T, s=10, color=TEXT_COLOR, label="captions", zorder=2)
     ax.legend(loc="best")
@@ -168,6 +187,43 @@ def plot_measures_vs_recall(
         ax.set_ylabel(target)
         _readable_ticks(ax)
         ax.set_title(panel_title(float(st["rho"]), q_values[name], int(st["n"])))
+    return save_figure(fig, path)
+
+
+def plot_across_pairs(
+    points: Mapping[str, Sequence[Mapping[str, object]]],
+    measures: Sequence[str],
+    target: str,
+    path: str | Path,
+    *,
+    stats: Mapping[tuple[str, str], str],
+    label_key: str = "encoder",
+) -> list[Path]:
+    """One scatter per measure (x) against `target` (y), one point per encoder pair and one
+    colour per system (`points` maps a system to its points); `stats[system, measure]` is the
+    line of numbers (rho and its CI) the panel's legend gives that system. Points labelled by
+    row[label_key]."""
+    if not measures:
+        raise ValueError("no measures to plot")
+    ncols = min(3, len(measures))
+    nrows = -(-len(measures) // ncols)
+    fig = Figure(figsize=(4.8 * ncols, 4.2 * nrows), layout="constrained")
+    for i, name in enumerate(measures):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for k, (system, rows) in enumerate(points.items()):
+            kept, a, b = measure_target_pairs(rows, name, target)
+            if not len(kept):  # the system has no such measure (a learned scorer's space)
+                continue
+            ax.scatter(
+                a, b, s=18, color=f"C{k}", label=f"{system}: {stats.get((system, name), '')}"
+            )
+            for r, u, v in zip(kept, a, b, strict=True):
+                label = str(rows[r].get(label_key, ""))
+                ax.annotate(label, (u, v), fontsize=5, alpha=0.7, color=f"C{k}")
+        ax.set_xlabel(name)
+        ax.set_ylabel(target)
+        _readable_ticks(ax)
+        ax.legend(fontsize=6, loc="best", frameon=False)
     return save_figure(fig, path)
 
 

@@ -9,6 +9,9 @@ sizes a caller reports are `min(len, max_points)`.
 Sample-based W2 (exact, Sinkhorn) carries sampling noise that grows with the dimension: two
 independent 1000-point samples of one uniform distribution on the 512-d unit sphere are about
 1.3 apart (2 is the diameter). Compare such values only at equal n and dimension.
+
+POT (`ot`) is imported inside each function: importing it imports every backend it finds
+(torch, scikit-learn, scipy.stats), seconds that a caller of the other measures never needs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 
 from xmodal.geometry.measures import require_same_dim, subsample
 
@@ -36,6 +38,8 @@ SLICED_PROJECTIONS = 200
 def _clouds(
     images: np.ndarray, texts: np.ndarray, max_points: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import ot
+
     x = np.asarray(subsample(images, max_points, seed), np.float64)
     y = np.asarray(subsample(texts, max_points, seed), np.float64)
     return x, y, ot.unif(len(x)), ot.unif(len(y))
@@ -46,6 +50,8 @@ def wasserstein_exact(
 ) -> float:
     """Exact W2 by network simplex (POT `ot.emd2`). Cost about O(n^3) time and n^2 memory at
     n = max_points per side: ~0.5 s at 1000, ~4 s at 2000 on 2 cores."""
+    import ot
+
     require_same_dim(images, texts, "Wasserstein distance")
     x, y, a, b = _clouds(images, texts, max_points, seed)
     cost, log = ot.emd2(a, b, ot.dist(x, y), numItermax=EXACT_ITERATIONS, log=True)
@@ -86,6 +92,8 @@ def wasserstein_sinkhorn(
 
     Each round is at most SINKHORN_ITERATIONS O(n^2) iterations at n = max_points per side;
     ~2-10 s at 1000 on 2 cores, more when the clouds nearly coincide."""
+    import ot
+
     require_same_dim(images, texts, "Wasserstein distance")
     if tolerance <= 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
@@ -170,6 +178,8 @@ def wasserstein_sliced(
     """Sliced W2 (POT `ot.sliced_wasserstein_distance`): root mean square over `n_projections`
     random unit directions (seeded) of the 1-D W2 between the projected clouds. A translation by
     t gives about ||t|| / sqrt(d), not ||t||. O(n_projections * n log n)."""
+    import ot
+
     require_same_dim(images, texts, "Wasserstein distance")
     x, y, a, b = _clouds(images, texts, max_points, seed)
     return float(ot.sliced_wasserstein_distance(x, y, a, b, n_projections, p=2, seed=seed))
@@ -205,12 +215,16 @@ def gromov_wasserstein(
     dimension and scale compare: sum (C1_ik - C2_jl)^2 P_ij P_kl at a local optimum P.
     0 for isometric clouds (up to scale) found by the solver; nonconvex, so an upper bound.
     O(n^3) per iteration at n = max_points per side: ~3 s at 1000."""
+    import ot
+
     x, y, a, b = _clouds(images, texts, max_points, seed)
     c1, c2 = _unit_distances(x), _unit_distances(y)
     return float(ot.gromov.gromov_wasserstein2(c1, c2, a, b, loss_fun="square_loss"))
 
 
 def _unit_distances(x: np.ndarray) -> np.ndarray:
+    import ot
+
     d = ot.dist(x, x, metric="euclidean")
     top = d.max()
     return d / top if top > 0 else d

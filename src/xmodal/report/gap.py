@@ -23,22 +23,23 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.stats import false_discovery_control
 
 from xmodal.experiments.config import ExperimentConfig
 from xmodal.experiments.run_folder import RunFolder, slug
-from xmodal.experiments.runner import RunResult, run_experiment
-from xmodal.geometry.correlation import rank_correlations
-
-PREFIXES = ("raw_", "aligned_")
-#: column names (after the prefix) that record how a measure was taken, not a measure
-BOOKKEEPING = re.compile(
-    r"^(n_images|n_texts|dim_images|dim_texts|space)$"
-    r"|_(n|n_images|n_texts|k|reg|projections|iterations|marginal_error|converged)$|_q\d\d$"
+from xmodal.geometry.correlation import (
+    add_q_values,
+    finite_number,
+    is_measure,
+    measure_columns,
+    rank_correlations,
 )
+
+if TYPE_CHECKING:
+    from xmodal.experiments.runner import RunResult
+
 SIGNIFICANT = 0.05
 WEAK = 0.3  # |rho| below this reads as "no monotone relation"
 
@@ -68,29 +69,6 @@ class GapStudy:
         ]
 
 
-def is_measure(column: str) -> bool:
-    """Whether a results column is a gap measure (raw_/aligned_ prefix, not bookkeeping)."""
-    for prefix in PREFIXES:
-        if column.startswith(prefix) and not column.endswith("_std"):
-            return not BOOKKEEPING.search(column[len(prefix) :])
-    return False
-
-
-def measure_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
-    """(varying, constant) gap-measure columns of the rows, in first-seen order."""
-    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if is_measure(c)]
-    varying: list[str] = []
-    constant: list[str] = []
-    for c in columns:
-        values = {round(float(r[c]), 12) for r in rows if _number(r.get(c))}
-        (varying if len(values) > 1 else constant).append(c)
-    return varying, constant
-
-
-def _number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 UNIT = ("dataset", "encoder", "aligner")
 
 
@@ -106,7 +84,7 @@ def units(configurations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         unit["configurations"] = len(rows)
         unit["metric"] = "/".join(str(r.get("metric")) for r in rows)
         for col in dict.fromkeys(k for r in rows for k in r):
-            values = [float(r[col]) for r in rows if col not in unit and _number(r.get(col))]
+            values = [float(r[col]) for r in rows if col not in unit and finite_number(r.get(col))]
             if values:
                 unit[col] = float(np.mean(values))
         out.append(unit)
@@ -135,13 +113,8 @@ def gap_study(
         for target in targets
         for c in rank_correlations(rows, varying, target)
     ]
-    p = np.array([c["p_value"] for c in found], np.float64)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = false_discovery_control(p[ok])
-    for c, qv in zip(found, q, strict=True):
-        c["q_value"] = float(qv)
+    add_q_values(found)
+    for c in found:
         c["reading"] = reading(c)
     return GapStudy(len(configurations), found, constant, units=len(rows))
 
@@ -255,6 +228,8 @@ def run_gap_study(
     config: ExperimentConfig, out_dir: str | Path | None = None, progress: bool = True
 ) -> tuple[RunResult, GapStudy]:
     """Run a config with geometry forced on, then study the new run folder."""
+    from xmodal.experiments.runner import run_experiment  # torch and the encoders: only here
+
     result = run_experiment(config.model_copy(update={"geometry": True}), out_dir, progress)
     return result, write_gap_study(result.folder)
 

@@ -22,12 +22,19 @@ import yaml
 from PIL import Image
 
 from xmodal.experiments import run_folder as layout
+from xmodal.experiments.cross_model import GAP, WASSERSTEIN, CrossModelStudy
+from xmodal.experiments.cross_model import findings_lines as cross_model_findings
+from xmodal.experiments.crossval import cv_column
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import headline_columns
 from xmodal.files import atomic_write_text
 from xmodal.geometry import skipped_measures
-from xmodal.report import figures
+from xmodal.report import figures, worst
+from xmodal.report.cross_model import load_studies
+from xmodal.report.cross_model import pictures as cross_model_pictures
 from xmodal.report.gap import GapStudy, conclusion, is_measure, load_study
+from xmodal.report.languages import cell, language_tables, load_languages, plot_language_scores
+from xmodal.retrieval.predictions import read_predictions
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 #: the geometry measures shown in tables (the gap study covers every measure)
@@ -101,6 +108,10 @@ class LoadedRun:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     #: the score the run selects and sorts by (its config's `primary`)
     primary: str = "rsum"
+    #: the run's studies across encoder pairs (runs over several pairs)
+    cross_model: list[CrossModelStudy] = field(default_factory=list)
+    #: languages.json: per-language scores, when the test captions come in several languages
+    languages: dict[str, Any] | None = None
 
     @property
     def recall(self) -> list[str]:
@@ -123,6 +134,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         run.read_lines(run.problems),
         load_study(run.path),
         primary=(config or {}).get("primary", "rsum"),
+        cross_model=load_studies(run.path),
+        languages=load_languages(run.path),
     )
 
 
@@ -135,26 +148,35 @@ def write_report(
     path = Path(out) if out else RunFolder(run.folder).report
     path.parent.mkdir(parents=True, exist_ok=True)
     pictures = make_pictures(run, path.parent / layout.PLOTS, examples, seed)
-    atomic_write_text(path, render(run, pictures))
+    atomic_write_text(path, render(run, pictures, _worst_queries(run)))
     return path
 
 
 def chosen_row(
     summary: Sequence[Mapping[str, Any]], primary: str = "rsum"
 ) -> tuple[Mapping[str, Any], str] | None:
-    """The configuration a user would pick without looking at test, and how it was picked: the
-    best validation score (the run's primary, RSUM by default), as the findings select (among
-    the first dataset x encoder pair's rows), or, without a validation split, the best test
-    score. Configurations whose fits failed are never chosen; None when every one failed."""
+    """The configuration a user would pick without looking at test, and how it was picked, as
+    the findings select (among the first dataset x encoder pair's rows): the best k-fold CV
+    score on the training images (the run's primary, RSUM by default) when the run
+    cross-validated, else the best validation score, or, without a validation split, the best
+    test score. Configurations whose fits (or fold fits) failed are never chosen; None when
+    every one failed."""
     first = (summary[0]["dataset"], summary[0]["encoder"])
     rows = [r for r in summary if (r["dataset"], r["encoder"]) == first and _scored(r, primary)]
     if not rows:
         return None
     name = _score_name(primary)
+    cv = cv_column(primary)
+    with_cv = [r for r in rows if _scored(r, cv)]
+    if with_cv:
+        best = max(with_cv, key=lambda r: r[cv])
+        return best, f"chosen by {best['cv_folds']}-fold CV {name} on the training images"
+    why = " (every configuration had a failed fold fit)" if any(cv in r for r in rows) else ""
     with_val = [r for r in rows if _scored(r, f"val_{primary}")]
     if with_val:
-        return max(with_val, key=lambda r: r[f"val_{primary}"]), f"chosen on validation {name}"
-    return max(rows, key=lambda r: r[primary]), f"best test {name} (no validation split)"
+        best = max(with_val, key=lambda r: r[f"val_{primary}"])
+        return best, f"chosen on validation {name}{why}"
+    return max(rows, key=lambda r: r[primary]), f"best test {name} (no validation split){why}"
 
 
 def _score_name(column: str) -> str:
@@ -170,6 +192,13 @@ def _scored(row: Mapping[str, Any], column: str) -> bool:
 
 def _failed(row: Mapping[str, Any]) -> bool:
     return str(row.get("status", "ok")).startswith("failed")
+
+
+def chosen_fit(run: LoadedRun) -> Mapping[str, Any] | None:
+    """The fit the report shows in pictures: the chosen configuration's first successful seed
+    (None when every fit failed)."""
+    chosen = chosen_row(run.summary, run.primary)
+    return _seed_row(run, chosen[0]) if chosen else None
 
 
 def _seed_row(run: LoadedRun, config: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -198,8 +227,7 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
             d.images, d.texts, d.caption_image
         )
         pictures += figures.raw_pictures(splits[dataset, encoder], label, folder)
-    chosen = chosen_row(run.summary, run.primary)
-    best = _seed_row(run, chosen[0]) if chosen else None
+    best = chosen_fit(run)
     split = splits.get((best["dataset"], best["encoder"])) if best else None
     if best and split:
         try:
@@ -212,7 +240,29 @@ def make_pictures(run: LoadedRun, folder: Path, examples: int, seed: int) -> lis
         except (FileNotFoundError, ValueError) as e:
             run.notes.append(f"some pictures of the chosen row are missing: {e}")
     pictures += _gap_pictures(run)
+    pictures += cross_model_pictures(run.cross_model, folder)
+    if run.languages:
+        score = _language_score(run)
+        tables = language_tables(run.languages["lines"], score)
+        pictures += [plot_language_scores(t, score, folder) for t in tables]
     return pictures
+
+
+def _worst_queries(run: LoadedRun) -> str:
+    """The chosen row's worst test queries, from its first seed's predictions."""
+    best = chosen_fit(run)
+    if best is None:
+        return ""
+    try:
+        table = read_predictions(RunFolder(run.folder).predictions(str(best["model"])))
+        split = figures.load_split(run.folder, best["dataset"], best["encoder"])
+    except (OSError, ValueError) as e:
+        run.notes.append(f"worst queries not shown: {e}")
+        return ""
+    label = f"{best['aligner']} / {best['metric']} (the chosen row, seed {best['seed']})"
+    html, notes = worst.section(table, split, label)
+    run.notes += notes
+    return html
 
 
 def _gap_pictures(run: LoadedRun) -> list[figures.Picture]:
@@ -235,14 +285,17 @@ def _gap_pictures(run: LoadedRun) -> list[figures.Picture]:
 # ---------------------------------------------------------------- rendering
 
 
-def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
-    """The whole page as one string."""
+def render(run: LoadedRun, pictures: Sequence[figures.Picture], worst_queries: str = "") -> str:
+    """The whole page as one string (`worst_queries`: that section's HTML, if any)."""
     name = run.record.get("name") or run.folder.name
     sections = [
         ("results", "Results", _results_section(run)),
+        ("languages", "Retrieval per language", _languages_section(run, pictures)),
         ("gap", "Does the gap predict retrieval?", _gap_section(run, pictures)),
+        ("pairs", "Across encoder pairs", _cross_model_section(run, pictures)),
         ("geometry", _geometry_title(run), _geometry_section(run, pictures)),
         ("examples", "Retrieval examples", _pictures_html(pictures, "examples")),
+        ("worst", "Worst queries", worst_queries),
         ("seeds", "Per-seed rows", _seeds_section(run)),
         ("inputs", "Skipped inputs", _problems_section(run)),
         ("setup", "Config and versions", _setup_section(run)),
@@ -255,7 +308,8 @@ def render(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>xmodal report: {escape(str(name))}</title><style>{STYLE}</style></head>"
+        f"<title>xmodal report: {escape(str(name))}</title>"
+        f"<style>{STYLE}{worst.STYLE}</style></head>"
         "<body><main>"
         f"<h1>{escape(str(name))}</h1><p class=sub>{escape(_subtitle(run))}</p>"
         f"{_cards(run)}{_warnings(run)}<nav>{nav}</nav>{notes}{body}</main></body></html>\n"
@@ -283,8 +337,13 @@ def _cards(run: LoadedRun) -> str:
     cards = [  # (label, value, detail, value class: "t" for words, "v" for a number)
         ("configuration", f"{best['aligner']} · {best['metric']}", where, "t"),
     ]
-    val = f"val_{run.primary}"
-    if _scored(best, val):
+    val, cv = f"val_{run.primary}", cv_column(run.primary)
+    if _scored(best, cv):
+        detail = "the score that chose this row: mean ± std over the held-out folds of the "
+        detail += "training images (not the test split)"
+        label = f"{best['cv_folds']}-fold CV {_score_name(run.primary)}"
+        cards.append((label, _cv_cell(best, cv), detail, "v"))
+    elif _scored(best, val):
         detail = "the score that chose this row, mean over seeds (not the test split)"
         cards.append((f"validation {_score_name(run.primary)}", f"{best[val]:.1f}", detail, "v"))
     cards += [
@@ -303,6 +362,13 @@ def _cards(run: LoadedRun) -> str:
         for label, value, detail, cls in cards
     )
     return f'<div class="cards">{html}</div>'
+
+
+def _cv_cell(row: Mapping[str, Any], cv: str) -> str:
+    """ "mean ± std" over the held-out folds; "–" when a fold fit failed."""
+    if not _scored(row, cv):
+        return f"– ({row.get('cv_failed', '?')} fold(s) failed)" if cv in row else "–"
+    return f"{row[cv]:.1f} ± {row[f'{cv}_std']:.1f}"
 
 
 def _spread_small(value: str) -> str:
@@ -334,8 +400,8 @@ def _results_section(run: LoadedRun) -> str:
     primary = run.primary
     scored = sorted((r for r in run.summary if _scored(r, primary)), key=lambda r: -r[primary])
     rows = scored + [r for r in run.summary if not _scored(r, primary)]
-    val = f"val_{primary}"
-    cols = [c for c in [*run.recall, *MRR, val] if any(c in r for r in rows)]
+    val, cv = f"val_{primary}", cv_column(primary)
+    cols = [c for c in [*run.recall, *MRR, val, cv] if any(c in r for r in rows)]
     best = {c: max((r[c] for r in scored if _scored(r, c)), default=None) for c in cols}
     chosen = chosen_row(run.summary, primary)
     pairs = {(r["dataset"], r["encoder"]) for r in rows}
@@ -353,16 +419,24 @@ def _results_section(run: LoadedRun) -> str:
             body.append(cells)
             continue
         for c in cols:
-            text = f"{r[c]:.1f}" if c == val else _mean(r, c)
+            text = f"{r[c]:.1f}" if c == val else _cv_cell(r, c) if c == cv else _mean(r, c)
             cells.append(f"<strong>{text}</strong>" if r.get(c) == best[c] else text)
         cells.append(_num(r.get("fit_seconds")))
         body.append(cells)
     headers = [*head, *[_header(c) for c in cols], "fit s"]
-    chose = f"{_header(val)}: the validation score the choice (◀ chosen) was made on. "
+    if cv in cols:
+        chose = (
+            f"{_header(cv)}: mean ± std over the held-out folds of the training images, the "
+            "score the choice (◀ chosen) was made on. "
+        )
+    elif val in cols:
+        chose = f"{_header(val)}: the validation score the choice (◀ chosen) was made on. "
+    else:
+        chose = ""
     note = (
         '<p class="note">Test split, mean ± std over seeds (± n/a: one seed, no spread '
         "measured); R@K and MRR (mean reciprocal rank) in percent of queries, RSUM their sum "
-        f"over the K below each gallery's size. {chose if val in cols else ''}Bold green: the "
+        f"over the K below each gallery's size. {chose}Bold green: the "
         f"best value of each column (colour marks nothing else). Sorted by "
         f"{_score_name(primary)}.</p>"
     )
@@ -374,6 +448,8 @@ def _header(column: str) -> str:
     """A result column's heading: MRR says its unit (percent, like R@K)."""
     if column.startswith("val_"):
         return f"val {_score_name(column[4:])}"
+    if column.startswith("cv_"):
+        return f"CV {_score_name(column[3:])}"
     return f"{column} %" if column.endswith("_MRR") else column
 
 
@@ -394,6 +470,44 @@ def _failed_fits(run: LoadedRun) -> str:
         '<p class="note">Their configurations show no scores above: a mean over seeds with a '
         "failed one would flatter or mislead.</p>" + _table(list(cols), body)
     )
+
+
+def _language_score(run: LoadedRun) -> str:
+    """The per-language score shown: text -> image R@K at the smallest K."""
+    return f"t2i_R@{min(int(c.split('@')[1]) for c in run.recall[:-1])}"
+
+
+def _languages_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
+    """Per dataset x encoder pair: the score of each configuration per caption language."""
+    if not run.languages:
+        return ""
+    score = _language_score(run)
+    out = []
+    for t in language_tables(run.languages["lines"], score):
+        body = [
+            [
+                escape(g),
+                f"{t.captions[g]:.0f}",
+                *[cell(t.scores.get((s, g)), score) for s in t.series],
+            ]
+            for g in t.languages
+        ]
+        out.append(
+            f"<h3>{escape(t.encoder)} on {escape(t.dataset)}</h3>"
+            + _table(["language", "test captions", *t.series], body, range(1, 2 + len(t.series)))
+        )
+    left = run.languages.get("left_out") or []
+    seen = dict.fromkeys((x["language"], x["n_captions"], x["min_captions"]) for x in left)
+    left_out = ", ".join(f"{escape(g)} ({n} &lt; {m})" for g, n, m in seen)
+    note = (
+        f'<p class="note">Text → image {escape(score)} [95% bootstrap CI over the language\'s '
+        f"captions], mean over seeds and splits. Each caption is queried against "
+        f"{escape(run.languages.get('gallery', 'every test image'))}. Every score, R@K and "
+        f"MRR, lies in {layout.LANGUAGES_CSV}."
+        + (f" Left out, with fewer test captions than the minimum: {left_out}." if left else "")
+        + "</p>"
+    )
+    return "".join(out) + note + _pictures_html(pictures, "languages")
 
 
 def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
@@ -437,15 +551,71 @@ def _gap_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
     )
 
 
-def _rho_cell(c: Mapping[str, Any]) -> str:
-    rho = c["rho"]
-    if not math.isfinite(rho):
+def _cross_model_section(run: LoadedRun, pictures: Sequence[figures.Picture]) -> str:
+    """Per dataset: what the study says, the pairs, and every correlation with its CI."""
+    out = []
+    for study in run.cross_model:
+        said = "".join(f"<li>{escape(s)}</li>" for s in cross_model_findings(study))
+        out.append(f"<h3>{escape(study.dataset)}</h3><ul>{said}</ul>")
+        out.append(_pairs_table(study))
+        out.append(_correlations_table(study))
+    if not out:
+        return ""
+    intro = (
+        "<p>One point per encoder pair (image model + text model): pairs differ in their "
+        "models, so each is an independent observation. Raw measures describe the encoders' "
+        "own outputs (only those that compare spaces of different dimensions exist there); "
+        "the others are taken in each aligner's shared space.</p>"
+    )
+    return intro + "".join(out) + _pictures_html(pictures, "cross_model")
+
+
+def _pairs_table(study: CrossModelStudy) -> str:
+    raw = sorted({k for p in study.pairs for k in p if k.startswith("raw_") and is_measure(k)})
+    per_system = [*study.targets, GAP, WASSERSTEIN[0]]
+    headers = ["encoder pair", *raw]
+    headers += [f"{s}: {c}" for s in study.systems for c in per_system]
+    body = [
+        [escape(str(p["encoder"])), *(_num(p.get(c)) for c in headers[1:])] for p in study.pairs
+    ]
+    return _table(headers, body, range(1, len(headers)))
+
+
+def _correlations_table(study: CrossModelStudy) -> str:
+    """Measures x (system, target): rho with its bootstrap CI; * = q < 0.05."""
+    columns = [(s, t) for s in study.systems for t in study.targets]
+    by = {(c["measure"], c["system"], c["target"]): c for c in study.correlations}
+    measures = list(dict.fromkeys(c["measure"] for c in study.correlations))
+    body = [[escape(m), *(_rho_ci_cell(by.get((m, s, t))) for s, t in columns)] for m in measures]
+    headers = ["measure", *[f"{s}: ρ vs {t}" for s, t in columns]]
+    note = (
+        '<p class="note">Spearman ρ across encoder pairs with its bootstrap 95% CI over pairs; '
+        "* = Benjamini-Hochberg q &lt; 0.05 over the study's tests. Cell colour: red behind a "
+        "positive ρ, blue behind a negative one, the stronger the darker.</p>"
+    )
+    return _table(headers, body, range(1, len(headers))) + note
+
+
+def _rho_ci_cell(c: Mapping[str, Any] | None) -> str:
+    if c is None or not math.isfinite(c["rho"]):
         return "–"
+    return f"{_rho_badge(c)} [{c['ci_lo']:+.2f}, {c['ci_hi']:+.2f}]"
+
+
+def _rho_cell(c: Mapping[str, Any]) -> str:
+    if not math.isfinite(c["rho"]):
+        return "–"
+    return f"{_rho_badge(c)} ({c['p_value']:.2g})"
+
+
+def _rho_badge(c: Mapping[str, Any]) -> str:
+    """rho on a shade of its sign and strength, starred when q < 0.05."""
+    rho = c["rho"]
     hue = "47,111,223" if rho < 0 else "214,69,65"
     star = "*" if c["q_value"] < 0.05 else ""
     return (
         f'<span style="background:rgba({hue},{abs(rho) * 0.45:.2f});padding:1px 4px;'
-        f'border-radius:3px">{rho:+.2f}{star}</span> ({c["p_value"]:.2g})'
+        f'border-radius:3px">{rho:+.2f}{star}</span>'
     )
 
 

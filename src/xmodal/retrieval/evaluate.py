@@ -24,6 +24,7 @@ from xmodal.similarity.ranking import (
     ImageToTextRanks,
     NonFiniteScores,
     Scorer,
+    TopHits,
     image_to_text_rankings,
     image_to_text_ranks,
     scores_from_ranks,
@@ -40,6 +41,7 @@ __all__ = [
     "image_to_text_ranks",
     "summarize_ranks",
     "text_to_image_ranks",
+    "text_to_image_scores",
 ]
 
 CUTOFF = 10  # nDCG@10 and mAP@10
@@ -53,11 +55,15 @@ BOOT_ELEMENTS = 1 << 24
 
 @dataclass(frozen=True)
 class PerQuery:
-    """Per-query ranks of one evaluation: what a paired comparison of two fits needs."""
+    """Per-query ranks of one evaluation: what a paired comparison of two fits needs (saved),
+    and, when asked for, each query's top-k gallery items (not saved here: see
+    `xmodal.retrieval.predictions`)."""
 
     t2i: np.ndarray  # per caption, rank of its image
     i2t: np.ndarray  # per image, rank of its best caption
     caption_image: np.ndarray
+    t2i_top: TopHits | None = None  # per caption, its top-k images
+    i2t_top: TopHits | None = None  # per image, its top-k captions
 
     def save(self, path: str | Path) -> None:
         from xmodal.files import atomic_path
@@ -80,6 +86,7 @@ def evaluate(
     bootstrap: int = ...,
     seed: int = ...,
     return_ranks: Literal[False] = ...,
+    top_k: int = ...,
 ) -> dict[str, Any]: ...
 
 
@@ -92,6 +99,7 @@ def evaluate(
     bootstrap: int = ...,
     seed: int = ...,
     return_ranks: Literal[True],
+    top_k: int = ...,
 ) -> tuple[dict[str, Any], PerQuery]: ...
 
 
@@ -103,18 +111,22 @@ def evaluate(
     bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     return_ranks: bool = False,
+    top_k: int = 0,
 ) -> dict[str, Any] | tuple[dict[str, Any], PerQuery]:
     """Every retrieval score of `retrieval_scores`, plus nDCG@10 and mAP@10 both ways and, when
     `bootstrap` > 0, `<score>_ci_lo` / `<score>_ci_hi` (95%, `bootstrap` resamples, seeded)
     for R@K, MRR, nDCG, mAP and RSUM. `warnings` lists trivial R@K and small splits.
 
     `scorer(texts, images)` returns len(texts) x len(images) scores (higher = closer); NaN or
-    infinite scores raise `NonFiniteScores`. With `return_ranks`, also the `PerQuery` ranks.
+    infinite scores raise `NonFiniteScores`. With `return_ranks`, also the `PerQuery` ranks,
+    and with `top_k` > 0 each query's top-k gallery items, kept from the same score blocks.
     """
     if len(data.texts) == 0 or len(data.images) == 0:
         raise ValueError("cannot evaluate retrieval on an empty split")
-    t2i = text_to_image_ranks(data, scorer)
-    i2t = image_to_text_rankings(data, scorer, CUTOFF)
+    t2i_top = TopHits(len(data.texts), top_k, len(data.images)) if top_k > 0 else None
+    i2t_top = TopHits(len(data.images), top_k, len(data.texts)) if top_k > 0 else None
+    t2i = text_to_image_ranks(data, scorer, t2i_top)
+    i2t = image_to_text_rankings(data, scorer, CUTOFF, i2t_top)
     out = scores_from_ranks(t2i, i2t.best, ks)
     t_values, t_names = _t2i_values(t2i, ks)
     i_values, i_names = _i2t_values(i2t, ks)
@@ -128,7 +140,25 @@ def evaluate(
         out |= _intervals(["rsum"], rsum[:, None] / 100)
     out["warnings"] = out["warnings"] + _small_split(out, min(ks), len(data.images))
     if return_ranks:
-        return out, PerQuery(t2i, i2t.best, np.asarray(data.caption_image))
+        caption_image = np.asarray(data.caption_image)
+        return out, PerQuery(t2i, i2t.best, caption_image, t2i_top, i2t_top)
+    return out
+
+
+def text_to_image_scores(
+    ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS, *, bootstrap: int = BOOTSTRAP, seed: int = 0
+) -> dict[str, float]:
+    """The text->image scores of `evaluate` (R@K, MRR, nDCG@10, mAP@10) from per-caption ranks
+    of any subset of the queries (e.g. the captions of one language), with 95% bootstrap CIs
+    over those captions when `bootstrap` > 0."""
+    ranks = np.asarray(ranks)
+    if not len(ranks):
+        raise ValueError("no text->image ranks to score")
+    values, names = _t2i_values(ranks, ks)
+    out = dict(zip(names, (100 * values.mean(0)).tolist(), strict=True))
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        out |= _intervals(names, _resampled_means(values, bootstrap, rng))
     return out
 
 

@@ -285,11 +285,12 @@ class Encoders:
     def load(self, collections: dict[str, ServedCollection]) -> None:
         from xmodal.encoders.registry import build_image_encoder, build_text_encoder
 
-        for c in collections.values():
+        for c in collections.values():  # weights load now: the first query waits for none
             if c.image_encoder not in self._image:
-                self._image[c.image_encoder] = build_image_encoder(c.image_encoder, self.device)
+                image = build_image_encoder(c.image_encoder, self.device)
+                self._image[c.image_encoder] = image.ready()
             if c.text_encoder not in self._text:
-                self._text[c.text_encoder] = build_text_encoder(c.text_encoder, self.device)
+                self._text[c.text_encoder] = build_text_encoder(c.text_encoder, self.device).ready()
 
     def image(self, spec: str):
         return self._image[spec]

@@ -8,7 +8,8 @@ best correct one: ties count against the query, so a degenerate model cannot loo
 Scores are computed block by block; memory is bounded by block x gallery size. A NaN or
 infinite score makes the evaluation fail (`NonFiniteScores`): NaN compares false, so it would
 otherwise rank as a hit. R@K with K at or above the gallery size is 100 by construction: it is
-reported with a warning and left out of RSUM.
+reported with a warning and left out of RSUM. The same blocks can also keep each query's top-k
+gallery items (`TopHits`), ordered the way ranks count ties.
 """
 
 from __future__ import annotations
@@ -84,8 +85,46 @@ def _check_finite(scores: np.ndarray, direction: str, bad: int) -> int:
     return bad + int((~np.isfinite(scores)).any(1).sum())
 
 
-def text_to_image_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
-    """1-based rank of each caption's own image among all images."""
+class TopHits:
+    """The k best gallery items of each query, from the score blocks ranking computes anyway.
+
+    Best first; equal scores are ordered as ranks count them, against the query: wrong items
+    before correct ones, then by gallery row. So the first correct item of a query that ranks
+    within k sits at position `rank` of its list. Rows hold gallery rows, scores their scores
+    (identical gallery vectors carry the first one's score, as in ranking). A gallery smaller
+    than k gives shorter lists.
+    """
+
+    def __init__(self, queries: int, k: int, gallery: int):
+        if k < 1:
+            raise ValueError(f"top-k needs k >= 1, got {k}")
+        width = min(k, gallery)
+        self.rows = np.zeros((queries, width), np.int64)
+        self.scores = np.zeros((queries, width), np.float64)
+
+    def add(self, start: int, scores: np.ndarray, correct: np.ndarray) -> None:
+        """Keep the top of queries start.. from their block of scores (queries x gallery) and
+        which gallery items are correct for each."""
+        k, n = self.rows.shape[1], scores.shape[1]
+        if k < n:  # the k largest (selecting at n - k is several times faster than on -scores)
+            rows = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+        else:
+            rows = np.broadcast_to(np.arange(n), scores.shape)
+        top = np.take_along_axis(scores, rows, 1)
+        order = np.lexsort((rows, np.take_along_axis(correct, rows, 1), -top), axis=-1)
+        rows = np.take_along_axis(rows, order, 1)
+        # argpartition picks any of the items tied at the k-th score: choose them by the rule
+        last = np.take_along_axis(scores, rows[:, -1:], 1)
+        for i in np.flatnonzero((scores >= last).sum(1) > k):
+            tied = np.flatnonzero(scores[i] >= last[i])
+            rows[i] = tied[np.lexsort((tied, correct[i, tied], -scores[i, tied]))][:k]
+        self.rows[start : start + len(rows)] = rows
+        self.scores[start : start + len(rows)] = np.take_along_axis(scores, rows, 1)
+
+
+def text_to_image_ranks(data: Embedded, scorer: Scorer, top: TopHits | None = None) -> np.ndarray:
+    """1-based rank of each caption's own image among all images (and, into `top`, each
+    caption's top-k images)."""
     ranks = np.empty(len(data.texts), np.int64)
     block = _block(len(data.images))
     same = first_identical(data.images)
@@ -98,6 +137,8 @@ def text_to_image_ranks(data: Embedded, scorer: Scorer) -> np.ndarray:
         own = data.caption_image[s : s + block]
         correct = scores[np.arange(len(own)), own][:, None]
         ranks[s : s + block] = (scores >= correct).sum(1)  # counts the correct one itself once
+        if top is not None:
+            top.add(s, scores, own[:, None] == np.arange(scores.shape[1]))
     if bad:
         raise NonFiniteScores("text->image", bad, len(data.texts))
     return ranks
@@ -115,8 +156,11 @@ class ImageToTextRanks:
     n_relevant: np.ndarray
 
 
-def image_to_text_rankings(data: Embedded, scorer: Scorer, depth: int = 10) -> ImageToTextRanks:
-    """The image->text rankings: best own-caption rank and own-caption positions up to depth."""
+def image_to_text_rankings(
+    data: Embedded, scorer: Scorer, depth: int = 10, top: TopHits | None = None
+) -> ImageToTextRanks:
+    """The image->text rankings: best own-caption rank and own-caption positions up to depth
+    (and, into `top`, each image's top-k captions)."""
     best = np.empty(len(data.images), np.int64)
     relevant = np.zeros((len(data.images), depth), bool)
     owner = data.caption_image
@@ -131,10 +175,12 @@ def image_to_text_rankings(data: Embedded, scorer: Scorer, depth: int = 10) -> I
             scores = scores[:, same]
         rows = np.arange(s, min(s + block, len(data.images)))
         mine = owner[None, :] == rows[:, None]
-        top = np.where(mine, scores, -np.inf).max(1, keepdims=True)
-        best[s : s + block] = 1 + ((scores >= top) & ~mine).sum(1)
+        own_best = np.where(mine, scores, -np.inf).max(1, keepdims=True)
+        best[s : s + block] = 1 + ((scores >= own_best) & ~mine).sum(1)
         for i in np.flatnonzero(best[s : s + block] <= depth):
             relevant[s + i] = _own_positions(scores[i], mine[i], depth)
+        if top is not None:
+            top.add(s, scores, mine)
     if bad:
         raise NonFiniteScores("image->text", bad, len(data.images))
     n_relevant = np.bincount(owner, minlength=len(data.images))

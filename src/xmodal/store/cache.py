@@ -6,7 +6,8 @@ Layout: ROOT/<encoder fingerprint slug>/shard-<n>-<uuid>.npz, each shard holding
 written to a temporary file and renamed into place, so a killed run leaves only whole shards and
 the next run resumes where it stopped (and removes the temporary files of writers that died).
 The encoder's fingerprint (spec + preprocessing + decoding version) names the folder, so a change
-of model or preprocessing never reuses stale vectors.
+of model or preprocessing never reuses stale vectors. The fingerprint needs no weights, so an
+encoder whose items are all cached is never loaded.
 
 A shard that does not read back as written (truncated, bad CRC, checksum mismatch, NaN) is moved
 aside as `<shard>.corrupt-<time>`, reported, and its items embedded again.
@@ -162,7 +163,9 @@ class EmbeddingStore:
             with claim:
                 self._embed_chunk(folder, chunk, encode, failed, cached, bar.update)
         bar.close()
-        out = np.full((len(keys), encoder.dim), np.nan, np.float32)
+        # the width of the cached vectors: an encoder that had nothing to embed stays unloaded
+        dim = len(next(iter(cached.values()))) if cached else encoder.dim
+        out = np.full((len(keys), dim), np.nan, np.float32)
         for row, k in enumerate(keys):
             if k in cached:
                 out[row] = cached[k]
