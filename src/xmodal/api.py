@@ -242,9 +242,9 @@ def search(
     progress: bool = True,
 ) -> list[Hit]:
     """The k images closest to a text `query`, or the k captions closest to an `image` file,
-    in a collection built by `build_index` (hits carry absolute image paths) or by
-    `build_sharded_index` (hits carry the paths the embedding folder recorded). Without
-    `progress`, or off a terminal, the model libraries load their weights quietly."""
+    in a collection built by `build_index` or `build_sharded_index` (hits carry absolute image
+    paths). Without `progress`, or off a terminal, the model libraries load their weights
+    quietly."""
     from xmodal.progress import bars, silence_libraries
     from xmodal.retrieval.collection import open_collection
 
