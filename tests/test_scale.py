@@ -97,15 +97,11 @@ def test_metadata_links_each_caption_to_its_image(local_out):
 
 
 def test_ray_executor_gives_the_local_output(ray_local, local_out, tux_source, tmp_path):
-    from xmodal.data.loaders import load_dataset
     from xmodal.executors import EmbedJob, embed_collection
     from xmodal.executors.ray_data import RayExecutor
 
-    source = f"manifest:{tux_source}"
     job = EmbedJob("effnet-lite0", "minilm", str(tmp_path / "ray"))
-    result = embed_collection(
-        load_dataset(source), source, job, RayExecutor(concurrency=2), SHARD_SIZE
-    )
+    result = embed_collection(f"manifest:{tux_source}", job, RayExecutor(concurrency=2), SHARD_SIZE)
     assert result.shards == 5 and result.kept == 0 and result.images == 24
     assert_same_collection(local_out, tmp_path / "ray")
     assert (tmp_path / "ray" / "problems.jsonl").read_text() == (
@@ -140,13 +136,10 @@ def test_another_job_in_the_same_folder_is_refused(local_out, tux_source, tmp_pa
     out = tmp_path / "copy"
     shutil.copytree(local_out, out)
     with pytest.raises(ValueError, match="shard_size was 5, now 7"):
-        from xmodal.data.loaders import load_dataset
         from xmodal.executors import EmbedJob, embed_collection, run_local
 
-        source = f"manifest:{tux_source}"
-        embed_collection(
-            load_dataset(source), source, EmbedJob("effnet-lite0", "minilm", str(out)), run_local, 7
-        )
+        job = EmbedJob("effnet-lite0", "minilm", str(out))
+        embed_collection(f"manifest:{tux_source}", job, run_local, 7)
 
 
 def test_embeddings_folder_is_a_run_source(local_out, tmp_path):
@@ -191,7 +184,8 @@ def test_index_build_from_shards_reports_recall_both_ways(local_out, tmp_path, c
     for side, key in (("images", "t2i_recall@10"), ("captions", "i2t_recall@10")):
         assert pq[side]["kind"] == "ivfpq" and 0.0 <= pq[side][key] <= 1.0
         assert load_index(tmp_path / "pq" / side).kind == "ivf"
-    assert json.loads((tmp_path / "pq" / "collection.json").read_text()) == pq
+    header = json.loads((tmp_path / "pq" / "collection.json").read_text())
+    assert {key: header[key] for key in pq} == pq and "aligner.safetensors" in header["sha256"]
 
 
 def test_index_build_without_aligner_needs_one_space(local_out, tmp_path, capsys):
@@ -312,4 +306,127 @@ def test_a_change_of_preprocessing_midway_is_refused(tmp_path):
             yield ShardRecord(t.index, 2, 2, {}, encoders, {"image": 2, "text": 2})
 
     with pytest.raises(ValueError, match="preprocessing changed"):
-        embed_collection(ds, "toy", EmbedJob("a", "b", str(tmp_path / "out")), executor, 2)
+        job = EmbedJob("a", "b", str(tmp_path / "out"))
+        embed_collection("toy", job, executor, 2, dataset=ds)
+
+
+def test_the_driver_streams_the_listing_and_passes_shards_by_number(tmp_path):
+    """The driver's memory does not grow with the pairs: executors get shard numbers and
+    checksums (PlannedShard), and each shard's rows are read from its listing file."""
+    import tracemalloc
+
+    from data_fixtures import write_png, write_text
+
+    from xmodal.executors import EmbedJob, embed_collection
+    from xmodal.shards import PlannedShard, ShardRecord
+
+    image = write_png(tmp_path / "one.png")
+    first: list = []
+
+    def rows_only(job, shards):  # an executor that reads each shard's rows and embeds nothing
+        for shard in shards:
+            assert type(shard) is PlannedShard
+            task = shard.task(Path(job.folder))
+            if task.index == 0:
+                first[:] = [len(task.images), task.captions[:2]]
+            dims = {"image": 2, "text": 2}
+            encoders = {"image": "image:a", "text": "text:b"}
+            yield ShardRecord(task.index, len(task.images), len(task.captions), {}, encoders, dims)
+
+    peaks = []
+    for n in (200, 2_000, 20_000):  # the first run loads the libraries: not measured
+        rows = [f"{image},pair {k} with a caption of some length,im{k // 2}" for k in range(n)]
+        source = write_text(tmp_path / f"m{n}.csv", "image,caption,image_id\n" + "\n".join(rows))
+        out = tmp_path / f"out{n}"
+        tracemalloc.start()
+        result = embed_collection(
+            f"manifest:{source}", EmbedJob("a", "b", str(out)), rows_only, 500
+        )
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert (result.shards, result.images, result.captions) == (-(-n // 1000), n // 2, n)
+        assert not (out / "listing").exists()  # the driver's workspace goes once complete
+    assert first == [
+        500,
+        [
+            ("m20000.csv:2", "pair 0 with a caption of some length", "im0"),
+            ("m20000.csv:3", "pair 1 with a caption of some length", "im0"),
+        ],
+    ]
+    # in memory, the dataset and the plan cost ~1 KB per pair: 20 MB at 20k, ten times 2k
+    assert peaks[2] < 1.5 * peaks[1] and peaks[2] < 4 << 20, peaks
+
+
+@pytest.fixture(scope="session")
+def ridge(local_out, tmp_path_factory) -> Path:
+    from xmodal.align.registry import build_aligner
+    from xmodal.experiments.pipeline import load_embedded
+
+    whole, _ = load_embedded(local_out)
+    path = tmp_path_factory.mktemp("ridge") / "ridge.safetensors"
+    build_aligner("ridge", metric="cosine").fit(whole.all).save(path)
+    return path
+
+
+def test_search_an_index_of_shards_as_a_collection(local_out, ridge, tmp_path, capsys):
+    """`xmodal search` on an index built from shards: exact (flat) hits equal a search of the
+    aligned vectors in memory, in the output format of a collection; on-disk IVF-PQ too."""
+    from xmodal.align.base import load_aligner
+    from xmodal.encoders.registry import build_image_encoder, build_text_encoder
+    from xmodal.similarity import topk
+
+    for budget, name in (("1G", "flat"), ("2K", "disk")):
+        argv = ["index", "build", str(local_out), "--aligner", str(ridge), "--quiet"]
+        assert main([*argv, "--max-index-memory", budget, "--out", str(tmp_path / name)]) == 0
+    assert (tmp_path / "disk" / "images" / "lists.ivfdata").is_file()
+    capsys.readouterr()
+    dataset, images, texts = ShardedEmbeddings(local_out).load()
+    aligner = load_aligner(ridge)
+    query, picture = "a red apple", dataset.images[3].path
+
+    q = aligner.transform_texts(build_text_encoder("minilm").encode_texts([query]))
+    want = topk(q, aligner.transform_images(images), 5, "cosine")[1][0]
+    assert main(["search", str(tmp_path / "flat"), query, "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:] for line in lines] == [
+        [dataset.images[r].id, str(dataset.images[r].path)] for r in want
+    ]
+    v = aligner.transform_images(build_image_encoder("effnet-lite0").encode_images([picture]))
+    want = topk(v, aligner.transform_texts(texts), 3, "cosine")[1][0]
+    assert main(["search", str(tmp_path / "flat"), "--image", str(picture), "-k", "3"]) == 0
+    shown = [c.text + f"  [{c.image_id}]" for c in (dataset.captions[r] for r in want)]
+    assert [line[11:] for line in capsys.readouterr().out.splitlines()] == shown
+
+    assert main(["search", str(tmp_path / "disk"), query, "--quiet"]) == 0
+    paths = {im.id: str(im.path) for im in dataset.images}
+    hits = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert len(hits) == 5 and all(paths[image_id] == path for _, image_id, path in hits)
+
+
+def test_hits_read_the_metadata_of_their_shards_only(local_out, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(local_out, out)
+    (out / "metadata" / "metadata_00004.parquet").write_bytes(b"not parquet")
+    shards = ShardedEmbeddings(out)
+    dataset = ShardedEmbeddings(local_out).load()[0]
+    first = [(im.id, str(im.path)) for im in dataset.images[:2]]
+    assert shards.image_items([1, 0, 1]) == [first[1], first[0], first[1]]
+    caption = dataset.captions[2]
+    image = next(im for im in dataset.images if im.id == caption.image_id)
+    assert shards.caption_items([2]) == [(caption.text, caption.image_id, str(image.path))]
+    with pytest.raises(IntegrityError, match="metadata_00004.parquet: checksum mismatch"):
+        shards.image_items([0, len(dataset.images) - 1])  # the last image is in shard 4
+
+
+def test_an_index_of_shards_needs_its_embedding_folder(local_out, ridge, tmp_path, capsys):
+    source = tmp_path / "emb"
+    shutil.copytree(local_out, source)
+    api_build = ["index", "build", str(source), "--aligner", str(ridge), "--quiet"]
+    assert main([*api_build, "--max-index-memory", "2K", "--out", str(tmp_path / "ix")]) == 0
+    capsys.readouterr()
+    assert main(["index", "verify", str(tmp_path / "ix")]) == 0
+    # collection.json, the aligner, and per side index.json, index.faiss, lists.ivfdata, ids.npy
+    assert capsys.readouterr().out.startswith("10 files")
+    shutil.move(source, tmp_path / "elsewhere")
+    assert main(["search", str(tmp_path / "ix"), "a cat", "--quiet"]) == 2
+    assert "the embedding folder this index was built from" in capsys.readouterr().err

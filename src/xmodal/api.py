@@ -42,6 +42,7 @@ __all__ = [
     "search",
     "serve",
     "train",
+    "verify_index",
     "write_report",
 ]
 
@@ -188,8 +189,8 @@ def embed(
     on_shard: Callable[[ShardRecord], None] | None = None,
 ) -> EmbedResult:
     """Embed a dataset into a sharded folder (npy vectors, parquet metadata, a manifest with a
-    checksum per shard), locally or on Ray actors; a rerun resumes what a killed run finished."""
-    from xmodal.data.loaders import load_dataset
+    checksum per shard), locally or on Ray actors; a rerun resumes what a killed run finished.
+    A manifest source is streamed: the driver's memory does not grow with its rows."""
     from xmodal.executors import EmbedJob, embed_collection, run_local
 
     job = EmbedJob(image, text, str(out), dtype, batch_size, device)
@@ -200,8 +201,7 @@ def embed(
         run = RayExecutor(ray_address, concurrency, cpus_per_actor, gpus_per_actor)
     elif executor != "local":
         raise ValueError(f"unknown executor {executor!r}; choose local or ray")
-    dataset = load_dataset(source, images=images)
-    return embed_collection(dataset, source, job, run, shard_size, on_shard)
+    return embed_collection(source, job, run, shard_size, on_shard, images=images)
 
 
 def build_sharded_index(
@@ -224,6 +224,15 @@ def build_sharded_index(
     )
 
 
+def verify_index(collection: str | Path) -> list[Path]:
+    """Read every file of a collection or index folder whole and check its SHA-256 (opening
+    one checks files over 256 MiB by size and sampled blocks only); returns the files checked.
+    A damaged or missing file raises IntegrityError naming it."""
+    from xmodal.retrieval.collection import verify_collection
+
+    return verify_collection(collection)
+
+
 def search(
     collection: str | Path,
     query: str | None = None,
@@ -232,17 +241,18 @@ def search(
     k: int = 5,
     progress: bool = True,
 ) -> list[Hit]:
-    """The k images closest to a text `query`, or the k captions closest to an `image` file
-    (hits carry absolute image paths). Without `progress`, or off a terminal, the model
-    libraries load their weights quietly."""
+    """The k images closest to a text `query`, or the k captions closest to an `image` file,
+    in a collection built by `build_index` or `build_sharded_index` (hits carry absolute image
+    paths). Without `progress`, or off a terminal, the model libraries load their weights
+    quietly."""
     from xmodal.progress import bars, silence_libraries
-    from xmodal.retrieval.collection import Collection
+    from xmodal.retrieval.collection import open_collection
 
     if (query is None) == (image is None):
         raise ValueError("give a text query or an image (one of the two)")
     if not bars(progress):
         silence_libraries()
-    found = Collection(collection)
+    found = open_collection(collection)
     if image is not None:
         return found.search_image(image, k)
     assert query is not None

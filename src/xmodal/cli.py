@@ -132,6 +132,15 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index_verify(args: argparse.Namespace) -> int:
+    from xmodal import api
+
+    files = api.verify_index(args.folder)
+    size = sum(f.stat().st_size for f in files)
+    print(f"{len(files)} files ({size / 2**20:.1f} MiB) verified in {args.folder}")
+    return 0
+
+
 def _key_value(text: str) -> tuple[str, int | float | str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -292,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(build)
     build.set_defaults(func=_cmd_index_build)
 
+    verify = index.add_parser(
+        "verify",
+        help="check every file of a collection or index folder against its SHA-256, large "
+        "on-disk lists included (opening checks those by size and sampled blocks only)",
+    )
+    verify.add_argument("folder", help="a folder written by `xmodal index build`")
+    verify.set_defaults(func=_cmd_index_verify)
+
     embed = sub.add_parser(
         "embed", help="embed a dataset into shards (npy + parquet + manifest), resumable"
     )
@@ -314,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.set_defaults(func=_cmd_embed)
 
     search = sub.add_parser("search", help="query a collection built by `xmodal index build`")
-    search.add_argument("collection", help="the collection folder")
+    search.add_argument("collection", help="the collection folder (of a config or of shards)")
     search.add_argument("query", nargs="?", help="a caption: finds images")
     search.add_argument("--image", help="an image file: finds captions")
     search.add_argument("-k", type=int, default=5)

@@ -51,6 +51,20 @@ def sha256_arrays(arrays: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def sampled_sha256(path: str | Path, blocks: int = 16, block: int = 1 << 16) -> str:
+    """SHA-256 of a file's size and of `blocks` evenly spaced blocks of it (1 MiB in all): a
+    check of a file of any size in milliseconds. It finds truncation, growth, a replaced file
+    and damage inside the sampled blocks; damage elsewhere only the full digest finds."""
+    size = Path(path).stat().st_size
+    digest = hashlib.sha256(f"{size}|".encode())
+    span = max(size - block, 0)
+    with open(path, "rb") as f:
+        for k in range(blocks):
+            f.seek(span * k // max(blocks - 1, 1))
+            digest.update(f.read(block))
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; when the block ends without error the file is

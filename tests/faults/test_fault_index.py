@@ -54,12 +54,9 @@ def test_a_missing_checksum_file_is_named(tmp_path):
 
 def _reseal(folder: Path) -> None:
     """Recompute every digest: the files are well formed, only their content is wrong."""
-    from xmodal.files import sha256_file
-
     (folder / "index.json.sha256").unlink()
     header = json.loads((folder / "index.json").read_text())
-    header["sha256"] = {name: sha256_file(folder / name) for name in header["sha256"]}
-    write_manifest(folder / "index.json", header)
+    write_manifest(folder / "index.json", header, [folder / name for name in header["sha256"]])
     read_manifest(folder / "index.json")
 
 
@@ -78,6 +75,57 @@ def test_ids_that_disagree_with_the_header_are_refused(tmp_path):
     _reseal(tmp_path / "idx")
     with pytest.raises(IntegrityError, match=r"ids.npy: int64 ids of shape \(150,\)"):
         load_index(tmp_path / "idx")
+
+
+def _on_disk(folder: Path) -> Path:
+    """An IVF-PQ index whose inverted lists live in `lists.ivfdata`, built as a budget forces."""
+    from xmodal.retrieval.sharded_index import build_from_blocks, plan_index
+
+    x = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+    plan = plan_index(len(x), 16, 1000)
+    assert plan.on_disk
+
+    def blocks():
+        return ((s, x[s : s + 700]) for s in range(0, len(x), 700))
+
+    build_from_blocks(blocks, plan, "cosine", x, folder)
+    return folder / "lists.ivfdata"
+
+
+@pytest.mark.parametrize("damage", [flip_bytes, truncate, Path.unlink])
+def test_damaged_or_missing_on_disk_lists_are_named(tmp_path, damage):
+    lists = _on_disk(tmp_path / "idx")
+    assert "lists.ivfdata" in read_manifest(tmp_path / "idx" / "index.json")["sha256"]
+    damage(lists)
+    with pytest.raises(IntegrityError) as e:
+        load_index(tmp_path / "idx")
+    assert e.value.path == lists
+    assert ("missing" if damage is Path.unlink else "checksum mismatch") in str(e.value)
+
+
+def test_large_files_are_checked_by_size_and_samples_on_load_and_whole_on_verify(
+    tmp_path, monkeypatch
+):
+    from xmodal.retrieval import index as index_module
+
+    lists = _on_disk(tmp_path / "idx")
+    big = tmp_path / "idx" / "big.bin"  # 4 MiB: the sampled blocks (1 MiB) leave gaps
+    big.write_bytes(np.random.default_rng(0).bytes(4 << 20))
+    monkeypatch.setattr(index_module, "QUICK_CHECK_BYTES", 1 << 20)
+    header = tmp_path / "idx" / "index.json"
+    _reseal(tmp_path / "idx")
+    write_manifest(header, json.loads(header.read_text()), [lists, big])
+    assert list(read_manifest(header)["sampled_sha256"]) == ["big.bin"]
+    flip_bytes(big, at=0.52, n=1)  # between two sampled blocks: only the full digest sees it
+    read_manifest(header)
+    with pytest.raises(IntegrityError, match="big.bin: checksum mismatch"):
+        read_manifest(header, full=True)
+    flip_bytes(big, at=0.0, n=1)  # the first block is always sampled
+    with pytest.raises(IntegrityError, match="big.bin: checksum mismatch in sampled blocks"):
+        read_manifest(header)
+    truncate(big, keep=0.99)
+    with pytest.raises(IntegrityError, match=r"big.bin: truncated or changed \(4152360 bytes"):
+        read_manifest(header)
 
 
 @pytest.fixture

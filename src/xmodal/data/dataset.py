@@ -73,12 +73,10 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """Content hash of ids, paths and texts: names the dataset in caches and run records."""
-        h = hashlib.sha256()
-        for im in self.images:
-            h.update(f"I\0{im.id}\0{im.path}\n".encode())
-        for c in self.captions:
-            h.update(f"C\0{c.id}\0{c.image_id}\0{c.text}\n".encode())
-        return h.hexdigest()[:16]
+        return fingerprint_of(
+            ((im.id, im.path) for im in self.images),
+            ((c.id, c.image_id, c.text) for c in self.captions),
+        )
 
     def subset(self, image_ids: Iterable[str], name: str | None = None) -> Dataset:
         """The images with these ids and all of their captions (order kept)."""
@@ -105,6 +103,18 @@ class Dataset:
             "translated_captions": len(self.translations),
             "problems": len(self.problems),
         }
+
+
+def fingerprint_of(
+    images: Iterable[tuple[str, str | Path]], captions: Iterable[tuple[str, str, str]]
+) -> str:
+    """The hash of images (id, path) then captions (id, image id, text), in order."""
+    h = hashlib.sha256()
+    for image_id, path in images:
+        h.update(f"I\0{image_id}\0{path}\n".encode())
+    for caption_id, image_id, text in captions:
+        h.update(f"C\0{caption_id}\0{image_id}\0{text}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _validated(

@@ -20,7 +20,8 @@ from xmodal.data.folder import load_folder
 from xmodal.data.images import decode_problems
 from xmodal.data.karpathy import load_karpathy
 from xmodal.data.languages import in_languages
-from xmodal.data.manifest import load_manifest
+from xmodal.data.listing import Listing
+from xmodal.data.manifest import load_manifest, stream_manifest
 from xmodal.data.tuxpaint import load_tuxpaint
 from xmodal.registry import Registry
 
@@ -55,10 +56,32 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     `languages`: the captions in these languages, from the dataset's translations (`in_languages`).
     """
     languages = options.pop("languages", None)
+    fmt, path, options = _locate(source, images, options)
+    dataset = FORMATS[fmt](path, **options)
+    return dataset if languages is None else in_languages(dataset, languages)
+
+
+def open_listing(
+    source: str, images: str | Path | None = None, path: str | Path = ":memory:"
+) -> Listing:
+    """The dataset of "FORMAT:PATH" as a `Listing` in the SQLite file `path`: streamed row by
+    row for a manifest (memory does not grow with its rows); other formats, whose source is one
+    document or a folder walk, are loaded whole first."""
+    fmt, location, options = _locate(source, images, {})
+    if fmt == "manifest" and FORMATS[fmt] is load_manifest:
+        return stream_manifest(location, options.get("images"), path)
+    return Listing.from_dataset(FORMATS[fmt](location, **options), path)
+
+
+def _locate(
+    source: str, images: str | Path | None, options: dict[str, Any]
+) -> tuple[str, Path, dict[str, Any]]:
+    """The format of "FORMAT:PATH", its existing path and the loader's options."""
     fmt, _, location = source.partition(":")
     if fmt not in FORMATS:
         raise FORMATS.unknown(fmt, f" in {source!r}", " (write FORMAT:PATH, or just tuxpaint)")
     loader = FORMATS[fmt]
+    options = dict(options)
     if images is not None:
         if "images" not in inspect.signature(loader).parameters:
             raise ValueError(f"{fmt} takes no images root (its images sit beside their captions)")
@@ -77,8 +100,7 @@ def load_dataset(source: str, images: str | Path | None = None, **options: Any) 
     path = Path(location).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (from {source!r})")
-    dataset = loader(path, **options)
-    return dataset if languages is None else in_languages(dataset, languages)
+    return fmt, path, options
 
 
 def describe(ds: Dataset, examples: int = 3, decode: bool = True) -> str:

@@ -1,5 +1,6 @@
 """A manifest: CSV with a header row, or JSON lines, with `image` (a path), `caption` and optional
-`image_id` and `caption_id`; several rows may share an image."""
+`image_id` and `caption_id`; several rows may share an image. Read row by row, so a manifest
+larger than memory can be streamed into an on-disk `Listing` (what `xmodal embed` does)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from xmodal.data.dataset import Caption, Dataset, Image, Problem, caption_text
-from xmodal.data.images import drop_missing
+from xmodal.data.dataset import Dataset, Problem, caption_text
+from xmodal.data.listing import Listing
 
 Rows = Iterator[tuple[int, Mapping[str, Any]]]  # (line number, row)
 
@@ -21,36 +22,33 @@ def load_manifest(path: str | Path, images: str | Path | None = None) -> Dataset
     A malformed row is skipped with a problem naming file:line; its neighbours are kept.
     Default ids: the image path as written, and `<manifest name>:<line>` for captions.
     """
+    with stream_manifest(path, images) as listing:
+        return listing.to_dataset()
+
+
+def stream_manifest(
+    path: str | Path, images: str | Path | None = None, listing: str | Path = ":memory:"
+) -> Listing:
+    """The manifest read row by row into a `Listing` kept in the SQLite file `listing`:
+    `load_manifest`'s rows, problems and order, in memory that does not grow with the rows."""
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(f"{path}: a manifest must be .csv or .jsonl (JSON lines)")
     root = Path(images) if images is not None else path.parent
-    problems: list[Problem] = []
-    files: dict[str, Path] = {}
-    captions: list[Caption] = []
-    seen: set[str] = set()
-    for line, row in reader(path, problems):
-        where = f"{path}:{line}"
-        parsed = _parse(row, where, problems)
-        if parsed is None:
-            continue
-        image, text, image_id, caption_id = parsed
-        image_id = image_id or image
-        caption_id = caption_id or f"{path.name}:{line}"
-        file = root / image
-        if caption_id in seen:
-            problems.append(Problem(where, f"duplicate caption_id {caption_id!r}"))
-        elif files.get(image_id, file) != file:
-            problems.append(
-                Problem(where, f"image_id {image_id!r} already names {files[image_id]}")
-            )
-        else:
-            seen.add(caption_id)
-            files[image_id] = file
-            captions.append(Caption(caption_id, text, image_id))
-    image_list, captions = drop_missing([Image(i, f) for i, f in files.items()], captions, problems)
-    return Dataset(path.stem, image_list, captions, problems)
+    out = Listing(path.stem, listing)
+    try:
+        for line, row in reader(path, out.problems):
+            where = f"{path}:{line}"
+            parsed = _parse(row, where, out.problems)
+            if parsed is not None:
+                image, text, image_id, caption_id = parsed
+                caption_id = caption_id or f"{path.name}:{line}"
+                out.add(caption_id, text, image_id or image, root / image, where)
+        return out.finish()
+    except BaseException:
+        out.close()
+        raise
 
 
 def _parse(
@@ -95,21 +93,24 @@ def _csv_rows(path: Path, problems: list[Problem]) -> Rows:
 
 
 def _jsonl_rows(path: Path, problems: list[Problem]) -> Rows:
-    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
-        except UnicodeDecodeError as e:
-            problems.append(Problem(f"{path}:{n}", f"not UTF-8 ({e.reason} at byte {e.start})"))
-            continue
-        except json.JSONDecodeError as e:
-            problems.append(Problem(f"{path}:{n}", f"not valid JSON ({e.msg}, column {e.colno})"))
-            continue
-        if not isinstance(row, dict):
-            problems.append(Problem(f"{path}:{n}", f"not a JSON object ({type(row).__name__})"))
-            continue
-        yield n, row
+    with open(path, "rb") as f:  # line by line: the file may be larger than memory
+        for n, line in enumerate(f, 1):
+            raw = line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
+            except UnicodeDecodeError as e:
+                problems.append(Problem(where, f"not UTF-8 ({e.reason} at byte {e.start})"))
+                continue
+            except json.JSONDecodeError as e:
+                problems.append(Problem(where, f"not valid JSON ({e.msg}, column {e.colno})"))
+                continue
+            if not isinstance(row, dict):
+                problems.append(Problem(where, f"not a JSON object ({type(row).__name__})"))
+                continue
+            yield n, row
 
 
 _READERS: dict[str, Callable[[Path, list[Problem]], Rows]] = {

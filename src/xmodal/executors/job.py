@@ -1,20 +1,26 @@
 """`xmodal embed`: a dataset -> a sharded embedding folder, resumable, on any executor.
 
-The driver plans the shards, keeps those a previous run finished (once their checksums verify),
-hands the others to an executor, and records each shard in the manifest as it arrives. Executors
-only run `embed_shard` on tasks: which one ran a shard changes nothing in its files.
+The driver reads the source into an on-disk listing (streamed row by row for a manifest), keeps
+the shards a previous run finished (once their checksums verify), writes the rows of each other
+shard to its own listing file, hands those shards to an executor, and records each shard in
+the manifest as it arrives. Its memory does not grow with the number of pairs: executors get
+shard numbers and checksums, never the rows. Executors only run `embed_shard` on shards: which
+one ran a shard changes nothing in its files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xmodal.data.dataset import Dataset
+from xmodal.data.listing import Listing
+from xmodal.data.loaders import open_listing
 from xmodal.encoders.base import ImageEncoder, TextEncoder
 from xmodal.encoders.registry import build_pair
 from xmodal.files import IntegrityError, atomic_write_text
@@ -23,10 +29,11 @@ from xmodal.shards.format import (
     FORMAT_VERSION,
     PARTS,
     PROBLEMS,
+    PlannedShard,
     ShardRecord,
-    ShardTask,
     embed_shard,
-    plan_shards,
+    listing_db,
+    plan_shard,
     read_manifest,
     versions,
     write_manifest,
@@ -51,12 +58,13 @@ class EmbedJob:
             return build_pair(model=self.image, device=self.device)
         return build_pair(self.image, self.text, device=self.device)
 
-    def run(self, task: ShardTask, encoders: tuple[ImageEncoder, TextEncoder]) -> ShardRecord:
-        return embed_shard(task, *encoders, Path(self.folder), self.dtype, self.batch_size)
+    def run(self, shard: PlannedShard, encoders: tuple[ImageEncoder, TextEncoder]) -> ShardRecord:
+        folder = Path(self.folder)
+        return embed_shard(shard.task(folder), *encoders, folder, self.dtype, self.batch_size)
 
 
-#: runs the tasks of a job and yields each finished shard's record, in any order
-Executor = Callable[[EmbedJob, list[ShardTask]], Iterator[ShardRecord]]
+#: embeds the planned shards of a job and yields each finished shard's record, in any order
+Executor = Callable[[EmbedJob, list[PlannedShard]], Iterator[ShardRecord]]
 
 
 @dataclass
@@ -75,38 +83,53 @@ class EmbedResult:
 
 
 def embed_collection(
-    dataset: Dataset,
     source: str,
     job: EmbedJob,
     executor: Executor,
     shard_size: int = DEFAULT_SHARD_SIZE,
     on_shard: Callable[[ShardRecord], None] | None = None,
+    *,
+    images: str | Path | None = None,
+    dataset: Dataset | None = None,
 ) -> EmbedResult:
-    """Embed `dataset` into `job.folder`, resuming what a previous identical run finished."""
+    """Embed the dataset "FORMAT:PATH" (or `dataset`, that source already loaded) into
+    `job.folder`, resuming what a previous identical run finished."""
     if job.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
+    if shard_size < 1:
+        raise ValueError(f"shard size must be a positive number of images, got {shard_size}")
     folder = Path(job.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tasks = plan_shards(dataset, shard_size)
-    plan = {
-        "source": source,
-        "dataset": dataset.name,
-        "fingerprint": dataset.fingerprint(),
-        "shard_size": shard_size,
-        "dtype": job.dtype,
-        "image_spec": job.image,
-        "text_spec": job.text,
-    }
-    done, notes = _finished(folder, plan)
     _remove_partial_files(folder)
-    pending = [t for t in tasks if t.index not in done]
+    db = listing_db(folder)
+    db.parent.mkdir(exist_ok=True)
+    with (
+        Listing.from_dataset(dataset, db)
+        if dataset is not None
+        else open_listing(source, images, db)
+    ) as listing:
+        n_shards = -(-listing.n_images // shard_size)
+        plan = {
+            "source": source,
+            "dataset": listing.name,
+            "fingerprint": listing.fingerprint(),
+            "shard_size": shard_size,
+            "dtype": job.dtype,
+            "image_spec": job.image,
+            "text_spec": job.text,
+        }
+        done, notes = _finished(folder, plan)
+        load_problems = [vars(p) for p in listing.problems]
+        pending = [
+            plan_shard(listing, k, shard_size, folder) for k in range(n_shards) if k not in done
+        ]
     manifest: dict[str, Any] = {
         "format": FORMAT_VERSION,
         **plan,
-        "planned_shards": len(tasks),
+        "planned_shards": n_shards,
         "complete": False,
         "versions": versions(),
-        "load_problems": [vars(p) for p in dataset.problems],
+        "load_problems": load_problems,
     }
 
     def save() -> None:
@@ -120,7 +143,7 @@ def embed_collection(
                     "dim": first.dims[side],
                 }
         manifest["shards"] = [vars(r) for r in records]
-        manifest["complete"] = len(done) == len(tasks)
+        manifest["complete"] = len(done) == n_shards
         write_manifest(folder, manifest)
 
     kept = len(done)
@@ -131,14 +154,14 @@ def embed_collection(
         save()
         if on_shard is not None:
             on_shard(record)
-    if not tasks:  # an empty dataset still gets a (complete) manifest
-        save()
+    if manifest["complete"]:
+        shutil.rmtree(db.parent, ignore_errors=True)
     records = [done[k] for k in sorted(done)]
     problems = manifest["load_problems"] + [p for r in records for p in r.problems]
     atomic_write_text(folder / PROBLEMS, "".join(json.dumps(p) + "\n" for p in problems))
     return EmbedResult(
         folder,
-        len(tasks),
+        n_shards,
         kept,
         sum(r.images for r in records),
         sum(r.captions for r in records),

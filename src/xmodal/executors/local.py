@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from xmodal.executors.job import EmbedJob
-from xmodal.shards.format import ShardRecord, ShardTask
+from xmodal.shards.format import PlannedShard, ShardRecord
 
 
-def run_local(job: EmbedJob, tasks: list[ShardTask]) -> Iterator[ShardRecord]:
+def run_local(job: EmbedJob, shards: list[PlannedShard]) -> Iterator[ShardRecord]:
     encoders = job.encoders()
-    for task in tasks:
-        yield job.run(task, encoders)
+    for shard in shards:
+        yield job.run(shard, encoders)

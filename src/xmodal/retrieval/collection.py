@@ -9,7 +9,9 @@ file and that every stored id points at an item, so damage is an IntegrityError 
 
 from __future__ import annotations
 
+import json
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,15 @@ import numpy as np
 from xmodal.align.base import Aligner, load_aligner
 from xmodal.data.dataset import Dataset
 from xmodal.encoders.registry import build_image_encoder, build_text_encoder
-from xmodal.files import CHECKSUM_SUFFIX, IntegrityError, atomic_path, sha256_file
-from xmodal.retrieval.index import Index, build_index, load_index, read_manifest, write_manifest
+from xmodal.files import CHECKSUM_SUFFIX, IntegrityError, atomic_path
+from xmodal.retrieval.index import (
+    HEADER,
+    Index,
+    build_index,
+    load_index,
+    read_manifest,
+    write_manifest,
+)
 
 META = "collection.json"
 
@@ -90,13 +99,87 @@ def build_collection(
         "dataset": dataset.name,
         "images": len(dataset.images),
         "captions": len(dataset.captions),
-        "sha256": {name: sha256_file(out / name) for name in ("aligner.safetensors", "items.npz")},
     }
-    write_manifest(out / META, meta)
+    write_manifest(out / META, meta, [out / "aligner.safetensors", out / "items.npz"])
     return out
 
 
-class Collection:
+def open_collection(folder: str | Path, device: str | None = None) -> Searchable:
+    """The saved collection in `folder`: one built from a config (`Collection`) or from an
+    embedding folder (`ShardedCollection`), as its header says."""
+    from xmodal.retrieval.sharded_index import LAYOUT, ShardedCollection
+
+    header = Path(folder) / META
+    if not header.is_file():
+        raise FileNotFoundError(
+            f"{folder}: not a collection (no {META}); build one with `xmodal index build`"
+        )
+    try:
+        layout = json.loads(header.read_text(encoding="utf-8")).get("layout")
+    except (OSError, ValueError, AttributeError) as e:
+        raise IntegrityError(header, f"unreadable ({e})") from None
+    return (ShardedCollection if layout == LAYOUT else Collection)(folder, device)
+
+
+def verify_collection(folder: str | Path) -> list[Path]:
+    """Read every file of a saved collection whole and check its SHA-256 (opening one checks
+    large files by size and sampled blocks only); returns the files checked."""
+    folder = Path(folder)
+    checked = []
+    for header in (folder / META, folder / "images" / HEADER, folder / "captions" / HEADER):
+        listed = read_manifest(header, full=True).get("sha256", {})
+        checked += [header, *(header.parent / name for name in listed)]
+    return checked
+
+
+class Searchable(ABC):
+    """A saved index folder that answers text and image queries: the encoders that made its
+    vectors (`meta`), its aligner, an index of images and one of captions, and a way to name
+    the items behind index rows."""
+
+    meta: dict[str, Any]
+    aligner: Aligner
+    _device: str | None = None
+
+    @property
+    @abstractmethod
+    def image_index(self) -> Index: ...
+
+    @property
+    @abstractmethod
+    def caption_index(self) -> Index: ...
+
+    @abstractmethod
+    def _images(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        """(image id, path) of image rows."""
+
+    @abstractmethod
+    def _captions(self, rows: np.ndarray) -> list[tuple[str, str, str]]:
+        """(caption, image id, path) of caption rows."""
+
+    def search_text(self, query: str, k: int = 5) -> list[Hit]:
+        """The k images closest to a caption."""
+        if not query.strip():
+            raise ValueError("empty query: give a caption to search for")
+        vec = build_text_encoder(self.meta["text_encoder"], self._device).encode_texts([query])
+        scores, rows = self.image_index.search(self.aligner.transform_texts(vec), k)
+        found = rows[0] >= 0
+        items = self._images(rows[0][found])
+        return [Hit(float(s), i, p) for s, (i, p) in zip(scores[0][found], items, strict=True)]
+
+    def search_image(self, path: str | Path, k: int = 5) -> list[Hit]:
+        """The k captions closest to an image file."""
+        vec = build_image_encoder(self.meta["image_encoder"], self._device).encode_images([path])
+        scores, rows = self.caption_index.search(self.aligner.transform_images(vec), k)
+        found = rows[0] >= 0
+        items = self._captions(rows[0][found])
+        return [
+            Hit(float(s), i, p, text)
+            for s, (text, i, p) in zip(scores[0][found], items, strict=True)
+        ]
+
+
+class Collection(Searchable):
     """A saved collection, ready for text and image queries."""
 
     def __init__(self, folder: str | Path, device: str | None = None) -> None:
@@ -107,8 +190,7 @@ class Collection:
             )
         self.meta = read_manifest(folder / META)
         self.aligner = load_aligner(folder / "aligner.safetensors")
-        self.image_index: Index = load_index(folder / "images")
-        self.caption_index: Index = load_index(folder / "captions")
+        self._indexes = (load_index(folder / "images"), load_index(folder / "captions"))
         try:
             with np.load(folder / "items.npz", allow_pickle=False) as z:
                 self.items = {k: z[k] for k in z.files}
@@ -116,6 +198,14 @@ class Collection:
             raise IntegrityError(folder / "items.npz", f"unreadable ({e})") from None
         self._check_rows(folder)
         self._device = device
+
+    @property
+    def image_index(self) -> Index:
+        return self._indexes[0]
+
+    @property
+    def caption_index(self) -> Index:
+        return self._indexes[1]
 
     def _check_rows(self, folder: Path) -> None:
         """Every id an index returns, and every caption's image, must be a row of items.npz."""
@@ -130,26 +220,11 @@ class Collection:
         if (n_images, n_captions) != (self.meta["images"], self.meta["captions"]):
             raise IntegrityError(folder / "items.npz", f"item counts differ from {META}")
 
-    def search_text(self, query: str, k: int = 5) -> list[Hit]:
-        """The k images closest to a caption."""
-        if not query.strip():
-            raise ValueError("empty query: give a caption to search for")
-        vec = build_text_encoder(self.meta["text_encoder"], self._device).encode_texts([query])
-        scores, rows = self.image_index.search(self.aligner.transform_texts(vec), k)
-        return [self._image_hit(s, r) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+    def _images(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        ids, paths = self.items["image_ids"], self.items["image_paths"]
+        return [(str(ids[r]), str(paths[r])) for r in rows]
 
-    def search_image(self, path: str | Path, k: int = 5) -> list[Hit]:
-        """The k captions closest to an image file."""
-        vec = build_image_encoder(self.meta["image_encoder"], self._device).encode_images([path])
-        scores, rows = self.caption_index.search(self.aligner.transform_images(vec), k)
-        hits = []
-        for s, r in zip(scores[0], rows[0], strict=True):
-            if r >= 0:
-                hit = self._image_hit(s, self.items["caption_image"][r])
-                hits.append(Hit(hit.score, hit.image_id, hit.path, str(self.items["captions"][r])))
-        return hits
-
-    def _image_hit(self, score: float, row: int) -> Hit:
-        return Hit(
-            float(score), str(self.items["image_ids"][row]), str(self.items["image_paths"][row])
-        )
+    def _captions(self, rows: np.ndarray) -> list[tuple[str, str, str]]:
+        images = self._images(self.items["caption_image"][rows])
+        texts = [str(self.items["captions"][r]) for r in rows]
+        return [(t, i, p) for t, (i, p) in zip(texts, images, strict=True)]

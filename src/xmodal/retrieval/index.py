@@ -4,10 +4,14 @@ Scores follow the library's convention everywhere: higher = closer; cosine index
 similarity, Euclidean ones the negated distance (FAISS's squared L2 is converted).
 
 On disk an index is a directory: `index.json` (kind, metric, dim, params, count, and the SHA-256
-of every other file), `ids.npy` (int64, the caller's id of each stored vector) and the payload
-(`vectors.npy` for flat, `index.faiss` written by faiss.write_index). `index.json.sha256` guards
-the header; loading verifies every digest first, so a flipped byte anywhere is an IntegrityError
-naming the file, never a wrong score. Nothing is pickled; every file is written atomically.
+and size of every other file), `ids.npy` (int64, the caller's id of each stored vector) and the
+payload (`vectors.npy` for flat, `index.faiss` written by faiss.write_index, and for inverted
+lists kept on disk their `lists.ivfdata`). `index.json.sha256` guards the header. Loading
+verifies every digest first, so a flipped byte is an IntegrityError naming the file, never a
+wrong score; except that a file over QUICK_CHECK_BYTES (a multi-GB list file, memory-mapped,
+never read whole) is checked on load by its size and a digest of sampled blocks, and in full
+only by `read_manifest(..., full=True)` (`xmodal index verify`). Nothing is pickled; every file
+is written atomically.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from xmodal.files import (
     atomic_path,
     atomic_write_text,
     require_finite,
+    sampled_sha256,
     sha256_file,
     verify_checksum,
     write_checksum,
@@ -34,6 +39,8 @@ from xmodal.similarity.search import DEFAULT_BLOCK
 
 HEADER = "index.json"
 FORMAT_VERSION = 2  # 2: file digests in the header
+#: files larger than this are checked on load by size and sampled blocks, not read whole
+QUICK_CHECK_BYTES = 256 << 20
 
 
 class Index(ABC):
@@ -102,9 +109,8 @@ class Index(ABC):
             "dim": self.dim,
             "params": self.get_params(),
             "count": len(self),
-            "sha256": {f.name: sha256_file(f) for f in files},
         }
-        write_manifest(path / HEADER, header)
+        write_manifest(path / HEADER, header, files)
 
     @classmethod
     def _restore(cls, path: Path, header: dict[str, Any]) -> Self:
@@ -213,9 +219,23 @@ class FaissIndex(Index):
     def _save(self, path: Path) -> list[Path]:
         import faiss
 
+        lists = self._lists_on_disk()
+        if lists is not None and lists.parent.resolve() != path.resolve():
+            raise ValueError(f"the index's lists are on disk in {lists}: save it into its folder")
         with atomic_path(path / "index.faiss") as tmp:
             faiss.write_index(self.index_, str(tmp))
-        return [path / "index.faiss"]
+        return [path / "index.faiss", *([lists] if lists else [])]
+
+    def _lists_on_disk(self) -> Path | None:
+        """The file of inverted lists kept on disk (faiss.OnDiskInvertedLists), if any."""
+        import faiss
+
+        try:
+            ivf = faiss.extract_index_ivf(self.index_)
+        except RuntimeError:  # not an IVF index
+            return None
+        lists = ivf.invlists and faiss.downcast_InvertedLists(ivf.invlists)
+        return Path(lists.filename) if isinstance(lists, faiss.OnDiskInvertedLists) else None
 
     def _load(self, path: Path) -> None:
         import faiss
@@ -358,7 +378,8 @@ def build_index(kind: str, dim: int, metric: Metric | str = Metric.COSINE, **par
 
 
 def load_index(path: str | Path) -> Index:
-    """Read an index saved by Index.save; IntegrityError naming the file if any is damaged."""
+    """Read an index saved by Index.save; IntegrityError naming the file if any is damaged or
+    missing (large files: by size and sampled blocks, see QUICK_CHECK_BYTES)."""
     path = Path(path)
     if not (path / HEADER).is_file():
         raise FileNotFoundError(f"{path / HEADER} not found: not a saved xmodal index")
@@ -385,17 +406,35 @@ def load_npy(path: Path) -> np.ndarray:
         raise IntegrityError(path, f"unreadable ({e})") from None
 
 
-def write_manifest(path: Path, header: dict[str, Any]) -> None:
-    """A JSON header whose "sha256" maps sibling file names to their digests, plus its own
-    checksum file: together they vouch for every file of a saved folder."""
+def write_manifest(path: Path, header: dict[str, Any], files: list[Path]) -> None:
+    """A JSON header that lists the `files` beside it (SHA-256 and size of each, and for large
+    ones a digest of sampled blocks), plus its own checksum file: together they vouch for
+    every file of a saved folder."""
+    header = {**header, "sha256": {}, "bytes": {}, "sampled_sha256": {}}
+    for f in files:
+        header["sha256"][f.name] = sha256_file(f)
+        header["bytes"][f.name] = f.stat().st_size
+        if header["bytes"][f.name] > QUICK_CHECK_BYTES:
+            header["sampled_sha256"][f.name] = sampled_sha256(f)
     atomic_write_text(path, json.dumps(header, indent=2) + "\n")
     write_checksum(path)
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The header written by write_manifest, once it and every file it lists verify."""
+def read_manifest(path: Path, full: bool = False) -> dict[str, Any]:
+    """The header written by write_manifest, once it and every file it lists verify: in full,
+    or (unless `full`) by size and sampled blocks for the files it sampled."""
     verify_checksum(path)
     header = json.loads(path.read_text(encoding="utf-8"))
+    sampled = {} if full else header.get("sampled_sha256", {})
     for name, digest in header.get("sha256", {}).items():
-        verify_checksum(path.parent / name, digest)
+        file = path.parent / name
+        if not file.is_file():
+            raise IntegrityError(file, f"missing (listed in {path})")
+        if name not in sampled:
+            verify_checksum(file, digest)
+        elif file.stat().st_size != header["bytes"][name]:
+            why = f"{file.stat().st_size} bytes, {path.name} says {header['bytes'][name]}"
+            raise IntegrityError(file, f"truncated or changed ({why})")
+        elif sampled_sha256(file) != sampled[name]:
+            raise IntegrityError(file, "checksum mismatch in sampled blocks: corrupt or changed")
     return header

@@ -7,14 +7,19 @@ in RAM. Training uses a seeded sample; vectors are aligned and added shard by sh
 on-disk form each shard becomes a small index file merged into one list file at the end. The
 approximate index is then measured: recall@k of its top k against exact search, for held-out
 queries of the other modality (captions searching images, images searching captions).
+`ShardedCollection` opens the folder for search, naming hits from the embedding folder.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import functools
 import math
+import os
 import re
 import shutil
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +29,16 @@ import numpy as np
 
 from xmodal.align.base import Aligner, load_aligner
 from xmodal.align.identity import Identity
-from xmodal.files import atomic_write_text
-from xmodal.retrieval.index import FlatIndex, Index, IVFIndex
+from xmodal.files import IntegrityError, atomic_path
+from xmodal.retrieval.collection import META, Searchable
+from xmodal.retrieval.index import (
+    FlatIndex,
+    Index,
+    IVFIndex,
+    load_index,
+    read_manifest,
+    write_manifest,
+)
 from xmodal.shards import ShardedEmbeddings
 from xmodal.similarity import Metric, l2_normalize, topk
 
@@ -35,6 +48,11 @@ PQ_M = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
 BLOCK = 1 << 16
 #: FAISS wants about this many training points per k-means centroid
 POINTS_PER_CENTROID = 39
+#: what the header (collection.json) of an index of an embedding folder says it is
+LAYOUT = "sharded"
+ALIGNER = "aligner.safetensors"
+#: the inverted lists of an on-disk index, beside its index.faiss
+LISTS = "lists.ivfdata"
 
 
 @dataclass(frozen=True)
@@ -111,12 +129,11 @@ Blocks = Callable[[], Iterator[tuple[int, np.ndarray]]]
 
 def side_blocks(shards: ShardedEmbeddings, side: str, transform: Callable) -> Blocks:
     """The aligned vectors of `side` ("images" or "captions"), shard by shard, in blocks."""
-    attr = "images" if side == "images" else "texts"
 
     def blocks() -> Iterator[tuple[int, np.ndarray]]:
         start = 0
-        for shard in shards:
-            raw = getattr(shard, attr)
+        for k in range(len(shards.records)):
+            raw = shards.vectors(k, side)
             for s in range(0, len(raw), BLOCK):
                 yield start + s, transform(np.asarray(raw[s : s + BLOCK], np.float32))
             start += len(raw)
@@ -128,9 +145,9 @@ def sample_rows(
     shards: ShardedEmbeddings, side: str, rows: np.ndarray, transform: Callable
 ) -> np.ndarray:
     """Aligned vectors of the given global rows (sorted), read shard by shard."""
-    attr, out, start = ("images" if side == "images" else "texts"), [], 0
-    for shard in shards:
-        raw = getattr(shard, attr)
+    out, start = [], 0
+    for k in range(len(shards.records)):
+        raw = shards.vectors(k, side)
         local = rows[(rows >= start) & (rows < start + len(raw))] - start
         if len(local):
             out.append(transform(np.asarray(raw[local], np.float32)))
@@ -147,22 +164,32 @@ def build_from_blocks(
     nprobe: int = 16,
 ) -> Index:
     """Build the planned index over every block, save it into `folder` and return it."""
+    return fill_index(trained_index(plan, metric, train, nprobe), blocks, plan, metric, folder)
+
+
+def trained_index(
+    plan: IndexPlan, metric: Metric | str, train: np.ndarray | None, nprobe: int = 16
+) -> Index:
+    """The planned index, empty; an IVF-PQ one trained on the sample `train`."""
     if plan.kind == "flat":
-        index: Index = FlatIndex(plan.dim, metric)
-        for _, x in blocks():
-            index.add(x)
-        index.save(folder)
-        return index
+        return FlatIndex(plan.dim, metric)
     if train is None:
         raise ValueError(f"{plan.describe()} needs a training sample")
     index = IVFIndex(plan.dim, metric, plan.nlist, nprobe, plan.pq_m, plan.pq_bits)
     index.index_.train(_faiss_ready(train, metric))
-    if not plan.on_disk:
-        for _, x in blocks():
-            index.add(x)
-        index.save(folder)
-        return index
-    return _build_on_disk(index, blocks, plan, metric, folder)
+    return index
+
+
+def fill_index(
+    index: Index, blocks: Blocks, plan: IndexPlan, metric: Metric | str, folder: Path
+) -> Index:
+    """Add every block to the (trained) index and save it into `folder`."""
+    if isinstance(index, IVFIndex) and plan.on_disk:
+        return _build_on_disk(index, blocks, plan, metric, folder)
+    for _, x in blocks():
+        index.add(x)
+    index.save(folder)
+    return index
 
 
 def _faiss_ready(x: np.ndarray, metric: Metric | str) -> np.ndarray:
@@ -176,7 +203,6 @@ def _build_on_disk(
 ) -> Index:
     """One small IVF file per block, then merged into `lists.ivfdata` read by memory map."""
     import faiss
-    from faiss.contrib.ondisk import merge_ondisk
 
     parts_dir = folder / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -187,11 +213,50 @@ def _build_on_disk(
         parts.append(str(parts_dir / f"part_{len(parts):05d}.index"))
         faiss.write_index(part, parts[-1])
         del part
-    merge_ondisk(index.index_, parts, str(folder / "lists.ivfdata"))
+    with atomic_path(folder / LISTS) as tmp:
+        lists = _merge_on_disk(index.index_, parts, tmp)
+    lists.filename = str(folder / LISTS)  # what index.faiss records: the file's final name
+    shutil.rmtree(parts_dir)
     index.ids_ = np.arange(index.index_.ntotal, dtype=np.int64)
     index.save(folder)
-    shutil.rmtree(parts_dir)
     return index
+
+
+def _merge_on_disk(trained: Any, parts: list[str], path: Path) -> Any:
+    """faiss.contrib.ondisk.merge_ondisk, except that the parts are unmapped once merged (it
+    keeps them mapped, and their disk space taken, until the process ends) and that FAISS's
+    progress line goes to stderr, not into the output of a command. Returns the lists."""
+    import faiss
+
+    indexes = [faiss.read_index(p, faiss.IO_FLAG_MMAP) for p in parts]  # mapped, not read
+    ivf = faiss.extract_index_ivf(trained)
+    lists: Any = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
+    merged = faiss.InvertedListsPtrVector()  # type: ignore[attr-defined]
+    for part in indexes:
+        merged.push_back(faiss.extract_index_ivf(part).invlists)
+    with _stdout_to_stderr():
+        ntotal = lists.merge_from_multiple(merged.data(), merged.size(), False)
+    del merged, indexes  # frees the parts' lists: their maps go
+    trained.ntotal = ivf.ntotal = ntotal
+    ivf.replace_invlists(lists, True)
+    lists.thisown = False  # the index owns the lists now
+    return lists
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Route what C code prints to stdout (file descriptor 1) to stderr meanwhile."""
+    import ctypes
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def exact_topk(
@@ -251,7 +316,9 @@ def build_sharded_collection(
         "captions": (shards.n_captions, aligner.transform_texts),
     }
     report: dict[str, Any] = {
+        "layout": LAYOUT,
         "source": str(Path(folder).resolve()),
+        "fingerprint": shards.manifest["fingerprint"],
         "image_encoder": shards.image_encoder,
         "text_encoder": shards.text_encoder,
         "aligner": str(aligner_path) if aligner_path else "identity",
@@ -267,23 +334,94 @@ def build_sharded_collection(
         blocks = side_blocks(shards, name, transform)
         dim = transform(np.zeros((1, shards.dims()[name != "images"]), np.float32)).shape[1]
         plan = plan_index(n, dim, max_memory, aligner.metric, train_size)
+        clock = _Clock()
         train = None
         if plan.kind == "ivfpq":
             rows = np.sort(rng.choice(n, min(n, train_size), replace=False))
             train = sample_rows(shards, name, rows, transform)
-        index = build_from_blocks(blocks, plan, aligner.metric, train, out / name, nprobe)
+        clock.lap("sample")
+        index = trained_index(plan, aligner.metric, train, nprobe)
+        clock.lap("train")
+        index = fill_index(index, blocks, plan, aligner.metric, out / name)
+        clock.lap("add")
         other = "captions" if name == "images" else "images"
         q = sample_rows(shards, other, held_out[other], sides[other][1])
         exact = exact_topk(q, blocks, min(k, n), aligner.metric)[1]
         found = index.search(q, min(k, n))[1]
+        clock.lap("recall")
         direction = "t2i" if name == "images" else "i2t"
         report[name] = {
             **asdict(plan),
             "plan": plan.describe(),
             f"{direction}_recall@{k}": recall_at_k(found, exact),
             "queries": len(q),
+            "seconds": clock.laps,
         }
+    files = []
     if aligner_path:
-        shutil.copyfile(aligner_path, out / "aligner.safetensors")
-    atomic_write_text(out / "collection.json", json.dumps(report, indent=2) + "\n")
+        with atomic_path(out / ALIGNER) as tmp:
+            shutil.copyfile(aligner_path, tmp)
+        files.append(out / ALIGNER)
+    write_manifest(out / META, report, files)  # last: a folder without it was never finished
     return report
+
+
+class _Clock:
+    """Seconds spent in each named phase, in order."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+class ShardedCollection(Searchable):
+    """An index folder written by `build_sharded_collection`, searched like a `Collection`:
+    its hits are named (ids, paths, captions) from the metadata of the embedding folder it was
+    built from, reading only the shards the hits fall in. Each side's index opens on its first
+    query; on-disk lists are memory-mapped, so opening costs no more with n."""
+
+    def __init__(self, folder: str | Path, device: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.meta = read_manifest(self.folder / META)
+        if self.meta.get("layout") != LAYOUT:
+            raise ValueError(f"{self.folder / META}: not an index of an embedding folder")
+        if self.meta["aligner"] == "identity":
+            self.aligner: Aligner = Identity(self.meta["metric"])
+        else:
+            self.aligner = load_aligner(self.folder / ALIGNER)
+        source = Path(self.meta["source"])
+        if not (source / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"{source}: the embedding folder this index was built from (where its hits' "
+                "ids, paths and captions are) is not there; put it back or rebuild the index"
+            )
+        self.shards = ShardedEmbeddings(source)
+        if self.shards.manifest["fingerprint"] != self.meta["fingerprint"]:
+            raise IntegrityError(source, f"holds other embeddings than {self.folder} indexed")
+        self._device = device
+
+    @functools.cached_property
+    def image_index(self) -> Index:
+        return self._side("images")
+
+    @functools.cached_property
+    def caption_index(self) -> Index:
+        return self._side("captions")
+
+    def _side(self, name: str) -> Index:
+        index = load_index(self.folder / name)
+        if len(index) != self.meta[name]["n"]:
+            why = f"{len(index)} vectors, {META} says {self.meta[name]['n']}"
+            raise IntegrityError(self.folder / name, why)
+        return index
+
+    def _images(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        return self.shards.image_items(rows)
+
+    def _captions(self, rows: np.ndarray) -> list[tuple[str, str, str]]:
+        return self.shards.caption_items(rows)

@@ -3,11 +3,13 @@
     DIR/img_emb/img_emb_00000.npy          n_images x d_image (float16 or float32)
     DIR/text_emb/text_emb_00000.npy        n_captions x d_text
     DIR/metadata/metadata_00000.parquet    one row per caption: row (its row in text_emb),
-                                           caption_id, caption, image_id, path, and image_row
-                                           (the row of its image in the same shard's img_emb)
+                                           caption_id, caption, image_id, path (absolute), and
+                                           image_row (its image's row in the same img_emb)
     DIR/manifest.json                      encoders, versions, and each finished shard's
                                            counts, SHA-256 per file and problems
     DIR/problems.jsonl                     every skipped input and why
+    DIR/listing/                           while embedding: the rows of each unfinished shard
+                                           (listing_00000.parquet, ...); removed when complete
 
 Shard k holds images k*S .. (k+1)*S-1 of the source (S = shard size, in images) and all of their
 captions, so an image and its captions never straddle two shards, whatever the number of captions
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.data.dataset import Caption, Dataset, Problem
+from xmodal.data.dataset import Problem
+from xmodal.data.listing import Listing
 from xmodal.encoders.base import ImageEncoder, TextEncoder
 from xmodal.files import (
     IntegrityError,
@@ -42,8 +46,20 @@ PROBLEMS = "problems.jsonl"
 #: a data source whose vectors are already computed: a folder written by `xmodal embed`
 SOURCE_PREFIX = "embeddings:"
 PARTS = ("img_emb", "text_emb", "metadata")
+#: the driver's workspace: the source listing and the rows of each unfinished shard
+LISTING = "listing"
 DTYPES = ("float16", "float32")
 METADATA_COLUMNS = ("row", "caption_id", "caption", "image_id", "path", "image_row")
+
+
+def listing_file(index: int) -> str:
+    """The listing file of shard `index` (the rows it must embed), relative to DIR."""
+    return f"{LISTING}/listing_{index:05d}.parquet"
+
+
+def listing_db(folder: Path) -> Path:
+    """Where the driver keeps the whole source listing (SQLite) while it plans the shards."""
+    return folder / LISTING / "source.sqlite"
 
 
 def shard_files(index: int) -> dict[str, str]:
@@ -63,30 +79,50 @@ class ShardTask:
     images: list[tuple[str, str]]  # (id, path)
     captions: list[tuple[str, str, str]]  # (id, text, image id)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
-    @classmethod
-    def from_json(cls, text: str) -> ShardTask:
-        raw = json.loads(text)
-        return cls(
-            raw["index"], [tuple(x) for x in raw["images"]], [tuple(x) for x in raw["captions"]]
-        )
+@dataclass(frozen=True)
+class PlannedShard:
+    """A shard waiting to be embedded: its rows are in its listing file, whose SHA-256 this is.
+    Small, so that executors pass these around, never the rows."""
+
+    index: int
+    sha256: str
+
+    def task(self, folder: Path) -> ShardTask:
+        """The shard's rows, read from its verified listing file."""
+        import pyarrow.parquet as pq
+
+        path = folder / listing_file(self.index)
+        verify_checksum(path, self.sha256)
+        rows = pq.read_table(path).to_pydict()
+        ids, texts, image_ids = rows["caption_id"], rows["caption"], rows["image_id"]
+        images = list(dict.fromkeys(zip(image_ids, rows["path"], strict=True)))
+        return ShardTask(self.index, images, list(zip(ids, texts, image_ids, strict=True)))
 
 
-def plan_shards(dataset: Dataset, shard_size: int) -> list[ShardTask]:
-    """Cut the dataset into shards of `shard_size` images, each with all of its captions."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be a positive number of images, got {shard_size}")
-    by_image: dict[str, list[Caption]] = {}
-    for c in dataset.captions:
-        by_image.setdefault(c.image_id, []).append(c)
-    tasks = []
-    for k, s in enumerate(range(0, len(dataset.images), shard_size)):
-        images = dataset.images[s : s + shard_size]
-        captions = [(c.id, c.text, c.image_id) for im in images for c in by_image[im.id]]
-        tasks.append(ShardTask(k, [(im.id, str(im.path)) for im in images], captions))
-    return tasks
+def plan_shard(listing: Listing, index: int, shard_size: int, folder: Path) -> PlannedShard:
+    """Write the listing file of shard `index`: its images (index*S .. index*S+S-1 of the
+    listing) with all of their captions, one row per caption, grouped by image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = index * shard_size
+    # absolute: actors on other machines, and searches from anywhere, open the files
+    path_of = {i: os.path.abspath(p) for i, p in listing.images(start, start + shard_size)}
+    captions = list(listing.captions_of(start, start + shard_size))
+    table = pa.table(
+        {
+            "caption_id": pa.array([c[0] for c in captions], pa.string()),
+            "caption": pa.array([c[1] for c in captions], pa.string()),
+            "image_id": pa.array([c[2] for c in captions], pa.string()),
+            "path": pa.array([path_of[c[2]] for c in captions], pa.string()),
+        }
+    )
+    path = folder / listing_file(index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return PlannedShard(index, sha256_file(path))
 
 
 @dataclass
