@@ -10,8 +10,8 @@ memory at growing n, each against a baseline measured in the same run.
    `xmodal embed`), n and 10 n, each in a fresh process. Goal: peak RSS at 10 n <= 1.5 x at n.
 3. Index builds: an embedding folder of n synthetic image-caption pairs (384-d float16, both in
    one space with a modality gap; 1,000 clusters in a 32-d latent space mapped to 384-d plus
-   noise, as bench_ann: real embeddings have low intrinsic dimension, isotropic noise would
-   flatter nothing and mislead), written shard by shard to disk (`--data`, reused when
+   noise: real embeddings have low intrinsic dimension, isotropic noise would flatter nothing
+   and mislead), written shard by shard to disk (`--data`, reused when
    complete), then indexed by `build_sharded_collection` exactly as `xmodal index build` does,
    each n in a fresh process, under one memory budget (2M: IVF-PQ with on-disk lists at every
    n) and, at the smallest n, as a flat index (the baseline). Per n: build time, peak RSS
@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 from _common import case_cli, goal_row, peak_rss_mb, run_case
-from bench_ann import CLUSTERS, DIM, LATENT
 
 HERE = Path(__file__).resolve()
 DATA = HERE.parent.parent / "bench-results" / "scale-data"
@@ -45,6 +44,8 @@ BUDGET = "2M"
 SHARD = 100_000
 QUERIES = 200
 GOAL_OVERHEAD, GOAL_MEMORY = 1.15, 1.5
+#: the synthetic collection: CLUSTERS centres in a LATENT-d space, mapped to DIM-d
+DIM, LATENT, CLUSTERS = 384, 32, 1000
 
 
 # ---- 1. Ray against local -------------------------------------------------------------------

@@ -48,3 +48,24 @@ def test_topk_goals_without_their_baseline_are_left_out():
     rows = bench_topk.scale_goals("case", with_faiss, (100.0, "sgemm"), 1e9)
     faiss = [r for r in rows if "FAISS" in r["goal"]]
     assert len(faiss) == 1 and faiss[0]["ratio"] == 2.0 and faiss[0]["met"] == "yes"
+
+
+SCRIPTS = sorted(
+    p.name
+    for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")
+    if not p.name.startswith("_")
+)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_script_imports_and_answers_help(script):
+    # `make bench` runs them all at the end; an import broken by a change elsewhere would
+    # otherwise surface only there
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    done = subprocess.run(
+        [sys.executable, str(bench / script), "--help"], capture_output=True, text=True, cwd=bench
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
