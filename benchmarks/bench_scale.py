@@ -322,13 +322,21 @@ def with_ratios(rows: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[s
     return rows
 
 
-def main(quick: bool = False, sizes: list[int] | None = None, data: Path = DATA) -> list[dict]:
+def main(
+    quick: bool = False,
+    sizes: list[int] | None = None,
+    data: Path = DATA,
+    embed_images: int | None = None,
+    embed_only: bool = False,
+) -> list[dict]:
     sizes = sizes or ([20_000, 200_000] if quick else [100_000, 1_000_000, 10_000_000])
     data.mkdir(parents=True, exist_ok=True)
     # FAISS's OpenMP threads spin while they wait: on a shared machine that burns the cores
     # the other threads need (PQ training measured 3.7x slower on 2 loaded cores)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    rows = embed_ratio(16 if quick else 96)
+    rows = embed_ratio(embed_images or (16 if quick else 96))
+    if embed_only:
+        return rows
     driver = [run_case(HERE, {"kind": "driver", "n": n, "folder": str(data)}) for n in sizes[:2]]
     index = {"kind": "index", "data": str(data)}
     for n in sizes:
@@ -351,8 +359,10 @@ if __name__ == "__main__":
         parser.add_argument("--quick", action="store_true", help="16 images, 20k and 200k pairs")
         parser.add_argument("--sizes", help="comma-separated n, e.g. 100000,1000000")
         parser.add_argument("--data", type=Path, default=DATA, help="synthetic folders go here")
+        parser.add_argument("--embed-images", type=int, help="images of the embed case (96)")
+        parser.add_argument("--embed-only", action="store_true", help="the embed case alone")
         args = parser.parse_args()
         from _common import report
 
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
-        print(report(main(args.quick, sizes, args.data)))
+        print(report(main(args.quick, sizes, args.data, args.embed_images, args.embed_only)))
