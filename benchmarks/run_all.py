@@ -84,6 +84,18 @@ def machine() -> str:
     )
 
 
+def write(sections: list[str], goals: list[dict], partial: str) -> str:
+    """RESULTS.md and goals.json from what has run; `partial` says how far a run got."""
+    parts = [*sections, f"## Goals\n\n{markdown_table(goals)}\n"] if goals else sections
+    if partial:
+        parts = [*parts, f"Partial: {partial} scripts have run so far.\n"]
+    text = "\n".join(parts)
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUTPUT, text)
+    atomic_write_text(GOALS, json.dumps(goals, indent=1))
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the benchmarks, write RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="small sizes")
@@ -93,18 +105,18 @@ def main() -> None:
     sections = [f"# xmodal benchmarks ({'quick' if args.quick else 'full'} mode, {when})\n"]
     sections.append(f"Machine: {machine()}.\n")
     goals: list[dict] = []
-    for path in scripts(args.only.split(",") if args.only else None):
+    todo = scripts(args.only.split(",") if args.only else None)
+    text = write(sections, goals, f"0 of {len(todo)}")
+    for done, path in enumerate(todo, 1):
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         rows, seconds = run(path, args.quick)
         goals += goal_rows(path, rows)
         results = [r for r in rows if not is_goal(r)]
-        sections.append(f"## {path.stem} ({seconds:.0f} s)\n\n{markdown_table(results)}\n")
-    if goals:
-        sections.append(f"## Goals\n\n{markdown_table(goals)}\n")
-    text = "\n".join(sections)
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUTPUT, text)
-    atomic_write_text(GOALS, json.dumps(goals, indent=1))
+        head = f"## {path.stem} ({seconds:.0f} s, load average at its start {load})"
+        sections.append(f"{head}\n\n{markdown_table(results)}\n")
+        # written after every script, so a long run stopped midway keeps what it measured
+        text = write(sections, goals, "" if done == len(todo) else f"{done} of {len(todo)}")
     print(text)
 
 
