@@ -32,3 +32,12 @@ def imported(module: str) -> set[str]:
 )
 def test_light_entry_points_import_no_heavy_library(module, allowed):
     assert imported(module) <= allowed
+
+
+def test_python_dash_m_xmodal_is_the_xmodal_command():
+    run = subprocess.run(
+        [sys.executable, "-m", "xmodal", "--help"], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.startswith("usage: xmodal") and "run the experiment grid" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "xmodal", "nonsense"], capture_output=True)
+    assert bad.returncode == 2

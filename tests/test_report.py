@@ -227,6 +227,21 @@ def test_report_of_a_run_without_geometry_files(run, tmp_path):
     assert "<h2>Results</h2>" in page and not _images(page)
 
 
+@pytest.mark.slow
+def test_report_names_a_test_split_changed_after_the_run(run, tmp_path):
+    folder, _ = run
+    copy = shutil.copytree(folder, tmp_path / "run", ignore=shutil.ignore_patterns("plots"))
+    (split,) = (copy / "embeddings").glob("*.npz")
+    assert Path(f"{split}.sha256").is_file()
+    data = bytearray(split.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    split.write_bytes(bytes(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["report", str(copy)]) == 0
+    page = (copy / "report.html").read_text(encoding="utf-8")
+    assert "cannot read the saved test split" in page and "checksum mismatch" in page
+
+
 def test_key_numbers_show_the_configuration_validation_chooses():
     from xmodal.report.html import chosen_row
 

@@ -68,7 +68,7 @@ from xmodal.experiments.languages import (
 from xmodal.experiments.pipeline import EMBEDDINGS, EmbeddedDataset, embed_dataset, load_embedded
 from xmodal.experiments.run_folder import RunFolder
 from xmodal.experiments.tables import markdown_table, summarize
-from xmodal.files import write_checksum
+from xmodal.files import atomic_path, write_checksum
 from xmodal.progress import bars, note, silence_libraries
 from xmodal.retrieval.evaluate import MIN_QUERIES, NonFiniteScores, evaluate
 from xmodal.retrieval.predictions import SplitIds, predictions_table, top_k, write_predictions
@@ -712,19 +712,22 @@ def _sizes(splits: dict[str, Embedded]) -> dict[str, int]:
 
 def _save_test_split(path: Path, test: EmbeddedDataset) -> None:
     """The test split's raw vectors, image paths and captions (and their ids, which the
-    predictions name), for geometry and the report."""
+    predictions name), for geometry and the report; written whole or not at all, with its
+    checksum beside it."""
     path.parent.mkdir(exist_ok=True)
     ids = _split_ids(test)
-    np.savez(
-        path,
-        images=test.images,
-        texts=test.texts,
-        caption_image=test.dataset.caption_image,
-        image_paths=np.array([str(Path(im.path).resolve()) for im in test.dataset.images]),
-        captions=np.array([c.text for c in test.dataset.captions]),
-        image_ids=np.array(ids.images),
-        caption_ids=np.array(ids.captions),
-    )
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            images=test.images,
+            texts=test.texts,
+            caption_image=test.dataset.caption_image,
+            image_paths=np.array([str(Path(im.path).resolve()) for im in test.dataset.images]),
+            captions=np.array([c.text for c in test.dataset.captions]),
+            image_ids=np.array(ids.images),
+            caption_ids=np.array(ids.captions),
+        )
+    write_checksum(path)
 
 
 def _split_ids(split: EmbeddedDataset) -> SplitIds:

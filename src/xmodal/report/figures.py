@@ -16,6 +16,7 @@ import numpy as np
 from xmodal.align.base import Aligner, Scorer, load_aligner
 from xmodal.embeddings import Embedded
 from xmodal.experiments.run_folder import RunFolder, slug
+from xmodal.files import CHECKSUM_SUFFIX, verify_checksum
 from xmodal.geometry import pair_distances
 from xmodal.geometry import plots as gp
 
@@ -54,6 +55,8 @@ class TestSplit:
 def load_split(run_dir: Path, dataset: str, encoder: str) -> TestSplit:
     path = RunFolder(run_dir).split(dataset, encoder)
     try:
+        if Path(f"{path}{CHECKSUM_SUFFIX}").is_file():  # runs of older versions wrote none
+            verify_checksum(path)
         with np.load(path, allow_pickle=False) as z:
             data = Embedded(z["images"], z["texts"], z["caption_image"].astype(np.int64))
             return TestSplit(
