@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import queue
 import signal
@@ -84,7 +83,8 @@ def newest_demo_run() -> Path | None:
 def million_collection(run: Path, n: int, seed: int = 0) -> Path:
     """n synthetic image vectors (and n // 100 captions) in an IVF index, in the output space of
     the aligner `xmodal serve` chooses for `run`; built once, reused."""
-    from xmodal.retrieval.index import build_index
+    from xmodal.files import atomic_path
+    from xmodal.retrieval.index import build_index, write_manifest
     from xmodal.serve import load_collections
 
     folder = ROOT / "bench-results" / f"serve-synthetic-{n}"
@@ -100,13 +100,14 @@ def million_collection(run: Path, n: int, seed: int = 0) -> Path:
         index.save(folder / name)
     demo.aligner.save(folder / "aligner.safetensors")
     rng = np.random.default_rng(seed)
-    np.savez(
-        folder / "items.npz",
-        image_ids=np.char.add("synthetic/", np.arange(n).astype(str)),
-        image_paths=np.full(n, "no-such-file.png"),
-        captions=np.char.add("synthetic caption ", np.arange(n_captions).astype(str)),
-        caption_image=rng.integers(0, n, n_captions),
-    )
+    with atomic_path(folder / "items.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            image_ids=np.char.add("synthetic/", np.arange(n).astype(str)),
+            image_paths=np.full(n, "no-such-file.png"),
+            captions=np.char.add("synthetic caption ", np.arange(n_captions).astype(str)),
+            caption_image=rng.integers(0, n, n_captions),
+        )
     meta = {
         "image_encoder": demo.image_encoder,
         "text_encoder": demo.text_encoder,
@@ -116,7 +117,10 @@ def million_collection(run: Path, n: int, seed: int = 0) -> Path:
         "images": n,
         "captions": n_captions,
     }
-    (folder / "collection.json").write_text(json.dumps(meta, indent=2))
+    # last, with the checksums of the files beside it, as `xmodal index build` writes it
+    write_manifest(
+        folder / "collection.json", meta, [folder / "aligner.safetensors", folder / "items.npz"]
+    )
     return folder
 
 
