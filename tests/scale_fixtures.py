@@ -20,7 +20,9 @@ SHARD_SIZE = 5
 N_IMAGES = 24
 
 
-def write_tux_manifest(folder: Path, n: int = N_IMAGES) -> Path:
+def write_tux_manifest(folder: Path, n: int = N_IMAGES, step: int = 1) -> Path:
+    """n stamps (every `step`-th), a second caption for every third, an undecodable image and
+    an image with an empty caption."""
     from xmodal.data.loaders import load_dataset
 
     try:
@@ -29,7 +31,8 @@ def write_tux_manifest(folder: Path, n: int = N_IMAGES) -> Path:
         pytest.skip(f"Tux Paint stamps not fetched: {e}")
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for k, im in enumerate(ds.images[:n]):
+    chosen = ds.images[::step][: n + 1]
+    for k, im in enumerate(chosen[:n]):
         captions = [c for c in ds.captions if c.image_id == im.id]
         rows.append((str(im.path), captions[0].text, im.id))
         if k % 3 == 0:  # many captions per image
@@ -37,7 +40,7 @@ def write_tux_manifest(folder: Path, n: int = N_IMAGES) -> Path:
     broken = folder / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     rows.insert(7, (str(broken), "a broken picture", "broken"))
-    rows.insert(3, (str(ds.images[n].path), "", "empty-caption"))
+    rows.insert(3, (str(chosen[n].path), "", "empty-caption"))
     path = folder / "tux.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

@@ -100,7 +100,7 @@ def test_run_collection_search_is_exact_over_its_test_split(client, loaded, name
     assert body["collection"] == names[0]
     query = c.aligner.transform_texts(encoders.text("minilm").encode_texts(["a cat"]))
     scores, rows = topk(query, c.images.vectors_, 5, c.aligner.metric)
-    assert [r["id"] for r in body["results"]] == [c.image_ids[i] for i in rows[0]]
+    assert [r["id"] for r in body["results"]] == [c.items.image_ids[i] for i in rows[0]]
     np.testing.assert_allclose([r["score"] for r in body["results"]], scores[0], atol=1e-5)
 
 
@@ -119,22 +119,22 @@ def test_captions_and_thumbnails(client, names):
 
 def test_item_and_its_image(client, loaded, names):
     c = loaded[2][names[1]]
-    item_id = c.image_ids[3]
+    item_id = c.items.image_ids[3]
     body = client.get(f"/api/items/{item_id}", params={"collection": names[1]}).json()
-    assert body["id"] == item_id and body["captions"] == [c.caption_texts[3]]
+    assert body["id"] == item_id and body["captions"] == [c.items.caption_texts[3]]
     assert client.get(body["image_url"]).content[:2] == b"\xff\xd8"  # JPEG
 
 
 def test_more_like_an_item(client, loaded, names):
     c = loaded[2][names[1]]
-    item_id = c.image_ids[0]
+    item_id = c.items.image_ids[0]
     body = client.get(
         "/api/search", params={"like": item_id, "k": 5, "collection": names[1]}
     ).json()
     ids = [r["id"] for r in body["results"]]
     assert len(ids) == 5 and item_id not in ids and body["query"] == {"like": item_id}
     scores, rows = topk(c.images.vectors_[:1], c.images.vectors_, 6, c.aligner.metric)
-    assert ids == [c.image_ids[i] for i in rows[0] if i != 0][:5]
+    assert ids == [c.items.image_ids[i] for i in rows[0] if i != 0][:5]
     texts = client.get(
         "/api/search", params={"like": item_id, "target": "text", "collection": names[1]}
     ).json()["results"]
@@ -143,11 +143,11 @@ def test_more_like_an_item(client, loaded, names):
 
 def test_upload_finds_the_same_image_first(client, loaded, names):
     c = loaded[2][names[1]]
-    path = Path(c.image_paths[5])
+    path = Path(c.items.image_paths[5])
     files = {"image": (path.name, path.read_bytes(), "image/png")}
     data = {"k": "3", "collection": names[1], "target": "image"}
     body = client.post("/api/search", files=files, data=data).json()
-    assert body["results"][0]["id"] == c.image_ids[5]
+    assert body["results"][0]["id"] == c.items.image_ids[5]
     assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # cosine with itself
     assert body["query"] == {"image": path.name}
     data["target"] = "text"
@@ -228,14 +228,16 @@ def test_unknown_ids_never_reach_the_file_system(client, path):
 def test_unreadable_image_file_is_a_404_not_a_crash(loaded, names, tmp_path):
     _, _, collections, encoders = loaded
     c = collections[names[0]]
-    kept = c.image_paths[1]
-    c.image_paths[1] = str(tmp_path / "gone.png")
+    kept = c.items.image_paths[1]
+    c.items.image_paths[1] = str(tmp_path / "gone.png")
     try:
         with TestClient(create_app(collections, encoders)) as client:
-            r = client.get(f"/api/items/{c.image_ids[1]}/image", params={"collection": names[0]})
+            r = client.get(
+                f"/api/items/{c.items.image_ids[1]}/image", params={"collection": names[0]}
+            )
         assert r.status_code == 404 and "cannot be read" in r.json()["detail"]
     finally:
-        c.image_paths[1] = kept
+        c.items.image_paths[1] = kept
 
 
 def test_cors_is_off_unless_an_origin_is_named(client, loaded):

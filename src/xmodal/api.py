@@ -269,8 +269,9 @@ def serve(
     device: str | None = None,
     threads: int = 1,
 ) -> None:
-    """Serve run folders and collections (search API and web page) until Ctrl-C; needs the
-    `serve` extra. See `xmodal.serve.server.serve`."""
+    """Serve run folders and indexes (`index build` of a config or of an embedding folder), in
+    any mix (search API and web page), until Ctrl-C; needs the `serve` extra. See
+    `xmodal.serve.server.serve`."""
     try:
         from xmodal.serve import serve as run
     except ImportError as e:

@@ -338,11 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(search)
     search.set_defaults(func=_cmd_search)
 
-    srv = sub.add_parser(
-        "serve", help="a search service and web page over run folders and collections"
-    )
+    srv = sub.add_parser("serve", help="a search service and web page over run folders and indexes")
     srv.add_argument(
-        "paths", nargs="+", metavar="PATH", help="a run folder, or a collection (`index build`)"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a run folder, or an index (`index build`, of a config or an embedding folder)",
     )
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")

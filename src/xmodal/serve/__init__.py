@@ -1,4 +1,4 @@
-"""The search service and its web page, over run folders and saved collections."""
+"""The search service and its web page, over run folders and saved indexes."""
 
 from xmodal.serve.app import create_app
 from xmodal.serve.collections import Encoders, ServedCollection, load_collections

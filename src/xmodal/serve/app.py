@@ -2,8 +2,9 @@
 
 Safe to leave running on a shared machine: k is capped, queries and uploads are bounded (size
 and pixels, checked before decoding), the server never fetches a URL a client sends, ids are
-looked up in a table (never joined to a path), CORS is off unless origins are named, every
-error is a JSON message, and the page and API docs load no asset from another site.
+looked up in a table or, for an embedding folder, checked against its metadata (never joined to
+a path), CORS is off unless origins are named, every error is a JSON message, and the page and
+API docs load no asset from another site.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -26,6 +28,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from xmodal.data.images import ImageError
+from xmodal.files import IntegrityError
 from xmodal.serve.batching import MicroBatcher
 from xmodal.serve.collections import Encoders, ServedCollection, decode_upload
 from xmodal.serve.search import Hits, search_batch
@@ -85,7 +88,7 @@ class Message(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Message} for code in (400, 404, 413, 422)
+    code: {"model": Message} for code in (400, 404, 409, 413, 422)
 }
 
 
@@ -133,19 +136,23 @@ def create_app(
         return collections[name]
 
     def row(c: ServedCollection, item_id: str) -> int:
-        if item_id not in c.row_of:
+        """The image row of an id (may read a shard's metadata: call it off the event loop)."""
+        found = c.items.row_of(item_id)
+        if found is None:
             raise HTTPException(404, f"no item {item_id!r} in collection {c.name!r}")
-        return c.row_of[item_id]
+        return found
+
+    def liked(c: ServedCollection, item_id: str) -> tuple[int, np.ndarray]:
+        """An item's row and aligned vector, read here so that a damaged file fails this
+        request alone, not the batch it would join."""
+        r = row(c, item_id)
+        return r, c.image_vector(r)
 
     async def answer(c: ServedCollection, q: SearchQuery, shown: dict[str, str]) -> Response:
         """Built as SearchResponse documents it, sent without re-validating (the hot path)."""
         hits = await batchers[c.name].submit(q)
-        body = {
-            "collection": c.name,
-            "target": q.target,
-            "query": shown,
-            "results": _results(c, q.target, hits),
-        }
+        results = await run_in_threadpool(_results, c, q.target, hits)
+        body = {"collection": c.name, "target": q.target, "query": shown, "results": results}
         return JSONResponse(body)
 
     @app.get("/", include_in_schema=False)
@@ -175,8 +182,8 @@ def create_app(
         if (q is None) == (like is None):
             raise HTTPException(400, "give one of q (a caption) or like (an item id)")
         if like is not None:
-            query = SearchQuery(k, target, like=row(c, like))
-            return await answer(c, query, {"like": like})
+            r, vector = await run_in_threadpool(liked, c, like)
+            return await answer(c, SearchQuery(k, target, vector=vector, like=r), {"like": like})
         text = q.strip() if q else ""
         if not text:
             raise HTTPException(400, "empty query: type a caption")
@@ -213,7 +220,7 @@ def create_app(
     ) -> Response:
         """The item's thumbnail (JPEG), made from the collection's own file."""
         c = collection(collection_name)
-        r = row(c, item_id)
+        r = await run_in_threadpool(row, c, item_id)
         try:
             data = await run_in_threadpool(c.thumbnail, r)
         except ImageError as e:
@@ -225,12 +232,12 @@ def create_app(
     def item(item_id: str, collection_name: str | None = Query(None, alias="collection")) -> Item:
         """One image of a collection with its captions."""
         c = collection(collection_name)
-        r = row(c, item_id)
+        (image,) = c.items.images([row(c, item_id)])
         return Item(
-            id=item_id,
+            id=image.id,
             collection=c.name,
-            captions=[c.caption_texts[j] for j in c.captions_of[r]],
-            image_url=_image_url(c, r),
+            captions=image.captions,
+            image_url=_image_url(c, image.id),
         )
 
     if allow_origins:
@@ -244,24 +251,29 @@ def create_app(
 
 
 def _results(c: ServedCollection, target: str, hits: Hits) -> list[dict[str, Any]]:
-    out = []
-    for rank, (r, score) in enumerate(hits, 1):
-        image = r if target == "image" else int(c.caption_image[r])
-        out.append(
-            {
-                "id": c.image_ids[image],
-                "rank": rank,
-                "score": round(score, 6),
-                "captions": [c.caption_texts[j] for j in c.captions_of[image]],
-                "caption": c.caption_texts[r] if target == "text" else None,
-                "image_url": _image_url(c, image),
-            }
+    """The hits named (may read shards' metadata: call it off the event loop)."""
+    rows = [r for r, _ in hits]
+    captions: list[tuple[str | None, int]] = (
+        list(c.items.captions(rows)) if target == "text" else [(None, r) for r in rows]
+    )
+    images = c.items.images([image for _, image in captions])
+    return [
+        {
+            "id": image.id,
+            "rank": rank,
+            "score": round(score, 6),
+            "captions": image.captions,
+            "caption": caption,
+            "image_url": _image_url(c, image.id),
+        }
+        for rank, ((_, score), (caption, _), image) in enumerate(
+            zip(hits, captions, images, strict=True), 1
         )
-    return out
+    ]
 
 
-def _image_url(c: ServedCollection, row: int) -> str:
-    return f"/api/items/{quote(c.image_ids[row], safe='/')}/image?collection={quote(c.name)}"
+def _image_url(c: ServedCollection, item_id: str) -> str:
+    return f"/api/items/{quote(item_id, safe='/')}/image?collection={quote(c.name)}"
 
 
 def _errors(app: FastAPI) -> None:
@@ -271,6 +283,15 @@ def _errors(app: FastAPI) -> None:
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         msgs = [f"{' '.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()]
         return JSONResponse({"detail": "; ".join(msgs)}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def damaged(request: Request, e: IntegrityError) -> JSONResponse:
+        """A collection file that no longer matches its checksum, met while answering: named
+        by its folder and name (the full path is logged, not sent)."""
+        log.error("%s %s: %s", request.method, request.url.path, e)
+        name = f"{e.path.parent.name}/{e.path.name}"
+        detail = f"a file of the collection is damaged: {name}: {e.reason}"
+        return JSONResponse({"detail": detail}, status_code=409)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, e: Exception) -> JSONResponse:

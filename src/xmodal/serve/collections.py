@@ -3,7 +3,9 @@
 A run folder serves its saved test split (`embeddings/*.npz`: the images and captions the run
 evaluated on, which its aligners never saw while fitting) through the aligner validation
 selects, or the one named; nothing is re-embedded, so it loads in seconds from any directory.
-To serve a whole dataset, build an index with `xmodal index build` and serve that folder.
+To serve a whole dataset, build an index with `xmodal index build` and serve that folder: one
+built from a config holds its items; one built from an embedding folder (`xmodal embed`) names
+its hits from that folder's shards, read as hits fall in them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,11 @@ from xmodal.align.base import Aligner, load_aligner
 from xmodal.align.registry import aligner_traits
 from xmodal.data.images import load_rgb
 from xmodal.experiments.run_folder import RunFolder
-from xmodal.retrieval.collection import Collection
+from xmodal.retrieval.collection import META, Collection, open_collection
 from xmodal.retrieval.index import FaissIndex, FlatIndex, Index, IVFIndex, build_index
+from xmodal.retrieval.sharded_index import ShardedCollection
+from xmodal.serve.items import Items, ListedItems, ShardedItems
+from xmodal.shards.format import MANIFEST
 
 #: galleries up to this size are searched exactly (xmodal.similarity.topk) over their vectors
 EXACT_LIMIT = 100_000
@@ -35,7 +40,7 @@ THUMB_CACHE = 2048
 class ServedCollection:
     """One searchable collection: aligned vectors of its images and captions, and their items.
 
-    Index ids are rows: `images` holds image rows, `captions` caption rows.
+    Index ids are rows: `images` holds image rows, `captions` caption rows; `items` names them.
     """
 
     name: str
@@ -46,26 +51,17 @@ class ServedCollection:
     aligner_name: str
     images: Index
     captions: Index
-    image_ids: list[str]
-    image_paths: list[str]
-    caption_texts: list[str]
-    caption_image: np.ndarray
-    row_of: dict[str, int] = field(init=False)
-    captions_of: list[list[int]] = field(init=False)
+    items: Items
 
     def __post_init__(self) -> None:
-        self.row_of = {image_id: row for row, image_id in enumerate(self.image_ids)}
-        self.captions_of = [[] for _ in self.image_ids]
-        for caption, row in enumerate(self.caption_image):
-            self.captions_of[int(row)].append(caption)
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "images": len(self.image_ids),
-            "captions": len(self.caption_texts),
+            "images": self.items.n_images,
+            "captions": self.items.n_captions,
             "image_encoder": self.image_encoder,
             "text_encoder": self.text_encoder,
             "aligner": self.aligner_name,
@@ -74,10 +70,16 @@ class ServedCollection:
         }
 
     def image_vector(self, row: int) -> np.ndarray:
-        """The aligned vector of an image row, as its index stores it (1 x dim)."""
+        """The aligned vector of an image row (1 x dim): as a flat index stores it; else the
+        encoder's vector, where the items keep one (an embedding folder), aligned now: exact,
+        where IVF-PQ would decode an approximation and lists on disk would need a map of every
+        id; else as FAISS reconstructs it (HNSW, IVF: exact; IVF-PQ: approximate)."""
         index = self.images
         if isinstance(index, FlatIndex):
             return index.vectors_[row : row + 1]
+        raw = self.items.image_embedding(row)
+        if raw is not None:
+            return self.aligner.transform_images(raw)
         assert isinstance(index, FaissIndex)
         return index.index_.reconstruct(row)[None, :]
 
@@ -88,7 +90,7 @@ class ServedCollection:
             if row in self._thumbs:
                 self._thumbs.move_to_end(row)
                 return self._thumbs[row]
-        image = load_rgb(self.image_paths[row])
+        image = load_rgb(self.items.images([row])[0].path)
         image.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=85)
@@ -107,19 +109,11 @@ def _how(index: Index) -> str:
 def load_collections(
     paths: list[str | Path], aligner: str | None = None
 ) -> dict[str, ServedCollection]:
-    """Each path (a run folder or a collection built by `xmodal index build`), by a unique name."""
+    """Each path (a run folder, or an index built by `xmodal index build` from a config or from
+    an embedding folder, in any mix), by a unique name."""
     out: dict[str, ServedCollection] = {}
     for path in paths:
-        folder = Path(path).resolve()
-        if (folder / "collection.json").is_file():
-            served = load_index_collection(folder)
-        elif RunFolder(folder).results_json.is_file():
-            served = load_run(folder, aligner)
-        else:
-            raise ValueError(
-                f"{path}: neither a run folder (results of `xmodal run`) nor a collection "
-                "(collection.json)"
-            )
+        served = _load(Path(path).resolve(), aligner)
         name, n = served.name, 1
         while name in out:
             n += 1
@@ -129,11 +123,32 @@ def load_collections(
     return out
 
 
+def _load(folder: Path, aligner: str | None) -> ServedCollection:
+    if (folder / META).is_file():
+        return load_index_collection(folder)
+    if RunFolder(folder).results_json.is_file():
+        return load_run(folder, aligner)
+    if (folder / MANIFEST).is_file():
+        raise ValueError(
+            f"{folder}: an embedding folder (`xmodal embed`); index it, then serve the index: "
+            f"`xmodal index build {folder} --aligner A.safetensors --out INDEX`"
+        )
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    raise ValueError(
+        f"{folder}: neither a run folder (results of `xmodal run`) nor an index ({META}, "
+        "from `xmodal index build`)"
+    )
+
+
 def load_index_collection(folder: Path) -> ServedCollection:
-    """A collection saved by `xmodal index build`; small ANN indexes are searched exactly."""
-    c = Collection(folder)
+    """An index saved by `xmodal index build`: from a config (its items in items.npz; small ANN
+    indexes are searched exactly), or from an embedding folder (see `load_sharded`)."""
+    c = open_collection(folder)
+    if isinstance(c, ShardedCollection):
+        return load_sharded(c)
+    assert isinstance(c, Collection)
     items = c.items
-    paths = [_absolute(p, folder) for p in items["image_paths"]]
     return ServedCollection(
         folder.name,
         folder,
@@ -143,10 +158,29 @@ def load_index_collection(folder: Path) -> ServedCollection:
         c.aligner.kind,
         _searchable(c.image_index),
         _searchable(c.caption_index),
-        [str(i) for i in items["image_ids"]],
-        paths,
-        [str(t) for t in items["captions"]],
-        items["caption_image"].astype(np.int64),
+        ListedItems(
+            [str(i) for i in items["image_ids"]],
+            [_absolute(p, folder) for p in items["image_paths"]],
+            [str(t) for t in items["captions"]],
+            items["caption_image"].astype(np.int64),
+        ),
+    )
+
+
+def load_sharded(c: ShardedCollection) -> ServedCollection:
+    """An index of an embedding folder: both sides open now (a damaged file stops the start,
+    naming it) and are searched as built (flat: exactly; IVF-PQ: approximately, as its report
+    measured); its items are read from the embedding folder's shards as hits fall in them."""
+    return ServedCollection(
+        c.folder.name,
+        c.folder,
+        c.meta["image_encoder"],
+        c.meta["text_encoder"],
+        c.aligner,
+        c.aligner.kind,
+        c.image_index,
+        c.caption_index,
+        ShardedItems(c.shards),
     )
 
 
@@ -213,10 +247,12 @@ def load_run(folder: Path, aligner: str | None = None) -> ServedCollection:
         f"{row['aligner']} ({row['metric']}, seed {row['seed']})",
         _exact(images, model),
         _exact(texts, model),
-        _unique_ids(split.image_paths),
-        [str(Path(p).resolve()) for p in split.image_paths],
-        split.captions,
-        split.data.caption_image,
+        ListedItems(
+            _unique_ids(split.image_paths),
+            [str(Path(p).resolve()) for p in split.image_paths],
+            split.captions,
+            split.data.caption_image,
+        ),
     )
 
 

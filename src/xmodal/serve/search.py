@@ -16,13 +16,14 @@ Target = Literal["image", "text"]
 
 @dataclass(frozen=True, eq=False)
 class Query:
-    """Exactly one of `text` (a caption), `pixels` (a preprocessed image) or `like` (an image
-    row of the collection, itself left out of its results)."""
+    """Exactly one of `text` (a caption), `pixels` (a preprocessed image) or `vector` (an
+    aligned image vector: that of the image row `like`, itself left out of its results)."""
 
     k: int
     target: Target
     text: str | None = None
     pixels: torch.Tensor | None = None
+    vector: np.ndarray | None = None
     like: int | None = None
 
 
@@ -71,6 +72,6 @@ def _aligned(
         for i, v in zip(rows, collection.aligner.transform_images(raw), strict=True):
             vectors[i] = v[None, :]
     for i, q in enumerate(queries):
-        if q.like is not None:
-            vectors[i] = collection.image_vector(q.like)
+        if q.vector is not None:
+            vectors[i] = q.vector
     return [np.asarray(v, np.float32) for v in vectors]

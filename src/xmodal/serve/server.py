@@ -31,7 +31,7 @@ def serve(
     device: str | None = None,
     threads: int = 1,
 ) -> None:
-    """Serve run folders and collections at http://HOST:PORT/ (API at /api, docs at /docs).
+    """Serve run folders and indexes at http://HOST:PORT/ (API at /api, docs at /docs).
 
     `threads`: compute threads of the encoders and the search (torch, BLAS, OpenMP). One
     batch of queries runs at a time; with 1 the other cores stay free for the event loop,

@@ -12,7 +12,7 @@ import numpy as np
 
 from xmodal.data.dataset import Caption, Dataset, Image, Problem
 from xmodal.files import IntegrityError, verify_checksum
-from xmodal.shards.format import MANIFEST, ShardRecord, read_manifest
+from xmodal.shards.format import MANIFEST, METADATA_COLUMNS, ShardRecord, read_manifest
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,41 @@ class Shard:
     image_paths: list[str]
 
 
+@dataclass(frozen=True)
+class ShardMetadata:
+    """One shard's metadata file as compact Arrow columns (caption row r is table row r), with
+    its captions grouped by image row: what naming a few rows of a shard needs."""
+
+    table: Any  # pyarrow.Table: caption_id, caption, image_id, path, image_row
+    order: np.ndarray  # caption rows, stably sorted by image row
+    bounds: np.ndarray  # image i's caption rows: order[bounds[i] : bounds[i + 1]]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes + self.order.nbytes + self.bounds.nbytes)
+
+    def image(self, i: int) -> tuple[str, str]:
+        """(image id, path) of image row i."""
+        first = int(self.order[self.bounds[i]])
+        return self._cell("image_id", first), self._cell("path", first)
+
+    def captions_of(self, i: int) -> list[str]:
+        rows = self.order[self.bounds[i] : self.bounds[i + 1]]
+        return [self._cell("caption", int(r)) for r in rows]
+
+    def caption(self, r: int) -> tuple[str, int]:
+        """(text, image row) of caption row r."""
+        return self._cell("caption", r), self._cell("image_row", r)
+
+    def _cell(self, column: str, row: int) -> Any:
+        return self.table.column(column)[row].as_py()
+
+
 class ShardedEmbeddings:
     """A finished `xmodal embed` folder. Every shard's files are checked against the manifest's
     SHA-256 before this reader first uses them; a mismatch raises IntegrityError naming the
-    file. Vectors are memory-mapped; metadata is read a shard at a time, or only the rows asked
-    (`image_items`, `caption_items`)."""
+    file. Vectors are memory-mapped; metadata is read a shard at a time (`metadata`), and rows
+    are named from the shards they fall in only (`image_items`, `caption_items`)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -51,6 +81,7 @@ class ShardedEmbeddings:
         self.manifest = manifest
         self.records = [ShardRecord(**r) for r in manifest["shards"]]
         self._verified: set[str] = set()
+        self._starts: dict[str, list[int]] = {}
 
     @property
     def n_images(self) -> int:
@@ -92,54 +123,74 @@ class ShardedEmbeddings:
             raise IntegrityError(path, f"unreadable ({e})") from None
 
     def shard(self, k: int) -> Shard:
-        import pyarrow.parquet as pq
-
         images, texts = self.vectors(k, "images"), self.vectors(k, "captions")
-        try:
-            meta = pq.read_table(self.file(k, "metadata")).to_pydict()
-        except (OSError, ValueError) as e:
-            raise IntegrityError(self.folder / f"shard {k}", f"unreadable ({e})") from None
-        caption_image = np.asarray(meta["image_row"], np.int64)
-        ids, paths = [""] * len(images), [""] * len(images)
-        for row, im_id, path in zip(caption_image, meta["image_id"], meta["path"], strict=True):
-            ids[row], paths[row] = im_id, path
+        meta = self.metadata(k)
+        column = meta.table.column
+        first = meta.order[meta.bounds[:-1]]  # one caption row per image row
         return Shard(
-            k, images, texts, caption_image, meta["caption_id"], meta["caption"], ids, paths
+            k,
+            images,
+            texts,
+            column("image_row").to_numpy().astype(np.int64),
+            column("caption_id").to_pylist(),
+            column("caption").to_pylist(),
+            column("image_id").take(first).to_pylist(),
+            column("path").take(first).to_pylist(),
         )
 
-    def image_items(self, rows: Sequence[int] | np.ndarray) -> list[tuple[str, str]]:
-        """(image id, path) of global image rows, read from the shards they fall in only."""
-        found = self._metadata("images", rows, "image_row", ["image_id", "path"])
-        return [(m["image_id"], m["path"]) for m in found]
+    def starts(self, side: str) -> list[int]:
+        """The first global row of each shard of `side` ("images" or "captions"), and the total."""
+        if side not in self._starts:
+            counts = [r.images if side == "images" else r.captions for r in self.records]
+            self._starts[side] = np.cumsum([0, *counts]).tolist()
+        return self._starts[side]
 
-    def caption_items(self, rows: Sequence[int] | np.ndarray) -> list[tuple[str, str, str]]:
-        """(caption, image id, path) of global caption rows, read from their shards only."""
-        found = self._metadata("captions", rows, "row", ["caption", "image_id", "path"])
-        return [(m["caption"], m["image_id"], m["path"]) for m in found]
-
-    def _metadata(
-        self, side: str, rows: Sequence[int] | np.ndarray, key: str, columns: list[str]
-    ) -> list[dict[str, Any]]:
-        """Per global row of a side, the first metadata row whose `key` column is its local
-        row; each shard's metadata file is read once, filtered to the rows asked."""
-        import pyarrow.parquet as pq
-
-        counts = [r.images if side == "images" else r.captions for r in self.records]
-        starts = np.cumsum([0, *counts]).tolist()
+    def locate(self, side: str, rows: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
+        """(shard, row within it) of global rows of `side`; rows come from an index of this
+        folder, so one outside the folder means the two do not match (IntegrityError)."""
+        starts = self.starts(side)
         wanted = [int(r) for r in rows]
         if any(not 0 <= r < starts[-1] for r in wanted):
             raise IntegrityError(self.folder, f"{side} row outside 0..{starts[-1] - 1}")
-        located = [(k, r - starts[k]) for r in wanted for k in [bisect_right(starts, r) - 1]]
-        found: dict[tuple[int, int], dict[str, Any]] = {}
-        for k in sorted({k for k, _ in located}):
-            local = sorted({r for j, r in located if j == k})
-            path = self.file(k, "metadata")
-            table = pq.read_table(path, columns=[key, *columns], filters=[(key, "in", local)])
-            for item in table.to_pylist():
-                found.setdefault((k, item[key]), item)
-        if missing := [f"shard {k} row {r}" for k, r in located if (k, r) not in found]:
-            raise IntegrityError(self.folder, f"no metadata for {side} {missing[0]}")
-        return [found[at] for at in located]
+        return [(k, r - starts[k]) for r in wanted for k in [bisect_right(starts, r) - 1]]
+
+    def metadata(self, k: int) -> ShardMetadata:
+        """Shard k's metadata file, verified, read whole and checked against the manifest."""
+        import pyarrow.parquet as pq
+
+        path = self.file(k, "metadata")
+        try:
+            table = pq.read_table(path, columns=list(METADATA_COLUMNS)).combine_chunks()
+        except (OSError, ValueError) as e:
+            raise IntegrityError(path, f"unreadable ({e})") from None
+        record = self.records[k]
+        rows = table.column("row").to_numpy()
+        image_row = table.column("image_row").to_numpy()
+        if not np.array_equal(rows, np.arange(record.captions)):
+            raise IntegrityError(path, f"rows are not 0..{record.captions - 1} in order")
+        if len(image_row) and (image_row.min() < 0 or image_row.max() >= record.images):
+            raise IntegrityError(path, f"image rows outside 0..{record.images - 1}")
+        order = np.argsort(image_row, kind="stable")
+        bounds = np.searchsorted(image_row[order], np.arange(record.images + 1))
+        if (np.diff(bounds) == 0).any():
+            raise IntegrityError(path, "an image row without a caption")
+        return ShardMetadata(table, order, bounds)
+
+    def image_items(self, rows: Sequence[int] | np.ndarray) -> list[tuple[str, str]]:
+        """(image id, path) of global image rows, read from the shards they fall in only."""
+        located = self.locate("images", rows)
+        shards = {k: self.metadata(k) for k in sorted({k for k, _ in located})}
+        return [shards[k].image(i) for k, i in located]
+
+    def caption_items(self, rows: Sequence[int] | np.ndarray) -> list[tuple[str, str, str]]:
+        """(caption, image id, path) of global caption rows, read from their shards only."""
+        located = self.locate("captions", rows)
+        shards = {k: self.metadata(k) for k in sorted({k for k, _ in located})}
+        out = []
+        for k, r in located:
+            text, image = shards[k].caption(r)
+            out.append((text, *shards[k].image(image)))
+        return out
 
     def __iter__(self) -> Iterator[Shard]:
         return (self.shard(k) for k in range(len(self.records)))
